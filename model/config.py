@@ -1,0 +1,129 @@
+"""The LivePhoto model's configuration and its named presets (``tiny``, ``sd15``).
+
+``tiny`` builds every component with random weights from fixed seeds in seconds on a CPU
+(two processes build bit-identical models); it drives the tests and the demo. ``sd15`` is
+the paper's model: Stable Diffusion 1.5, the AnimateDiff v1.5 motion adapter, DINOv2
+ViT-L/14 and the CLIP ViT-L/14 text encoder, loaded from local folders or hub ids.
+
+Where a source field (``base_model``, ``motion_adapter``, ``image_encoder``) is ``None`` the
+component is built at the ``tiny_*`` sizes with random weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from common.config import check, check_choice, opt
+
+
+SCHEDULERS = (
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "DPMSolverMultistepScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "PNDMScheduler",
+    "UniPCMultistepScheduler",
+)
+"""Samplers that run from SD 1.5's scheduler config (epsilon prediction, same betas)."""
+
+
+@dataclass
+class ModelConfig:
+    """What the LivePhoto network is built from and which of its parts are on."""
+
+    # --- where the pretrained parts come from (None: random weights at the tiny sizes)
+    base_model: str | None = opt(None, "SD 1.5 diffusers folder or hub id (unet, vae, text_encoder, tokenizer, scheduler); None = tiny random")
+    motion_adapter: str | None = opt(None, "AnimateDiff MotionAdapter folder or hub id; None = fresh motion modules")
+    image_encoder: str | None = opt(None, "DINOv2 folder or hub id for the content encoder; None = tiny random")
+    local_files_only: bool = opt(False, "never contact the hub; load only from disk / the HF cache")
+    seed: int = opt(0, "seed of the random weights of components built from scratch")
+
+    # --- video geometry the model is trained for
+    resolution: int = opt(256, "frame height and width in pixels (multiple of 8)")
+    num_frames: int = opt(16, "frames per clip")
+
+    # --- the paper's new parts (each can be switched off for ablations)
+    use_reference_latent: bool = opt(True, "feed the VAE latent of the input image to every frame (4 input channels)")
+    use_frame_embedding: bool = opt(True, "feed the frame-index map, 0 at the first frame to 1 at the last (1 channel)")
+    use_intensity: bool = opt(True, "feed the motion-intensity map (1 channel)")
+    use_content_encoder: bool = opt(True, "DINOv2 tokens -> linear -> new gated cross-attention layers")
+    use_text_reweighting: bool = opt(True, "per-token weights in (0, 1) on the CLIP embeddings")
+    reweight_layers: int = opt(3, "transformer encoder layers of the text re-weighting module")
+    reweight_heads: int = opt(8, "attention heads of the text re-weighting layers (must divide the CLIP width)")
+    intensity_levels: int = opt(10, "number of motion-intensity levels (1..N)")
+    image_encoder_size: int = opt(224, "side of the square image given to the image encoder")
+
+    # --- sampling
+    scheduler: str = opt("DDIMScheduler", f"diffusers scheduler class used for sampling; one of {', '.join(SCHEDULERS)}")
+    prior_inversion_first: float = opt(0.033, "prior-inversion blend weight a_n at the first frame")
+    prior_inversion_last: float = opt(0.016, "prior-inversion blend weight a_n at the last frame (linear in between)")
+
+    # --- sizes of components built from scratch (used where the source above is None)
+    tiny_block_out_channels: tuple[int, ...] = opt((32, 64), "UNet channels per resolution level")
+    tiny_layers_per_block: int = opt(1, "UNet resnet layers per block")
+    tiny_attention_head_dim: int = opt(8, "UNet attention head dim")
+    tiny_norm_num_groups: int = opt(8, "UNet / motion module group-norm groups")
+    tiny_motion_max_seq_length: int = opt(32, "longest clip (frames) the fresh motion modules support")
+    tiny_text_hidden_size: int = opt(32, "CLIP text width (= UNet cross-attention dim)")
+    tiny_text_layers: int = opt(2, "CLIP text encoder layers")
+    tiny_text_heads: int = opt(2, "CLIP text encoder heads")
+    tiny_vae_block_out_channels: tuple[int, ...] = opt((32, 32, 64), "VAE channels per level (downsampling 2**(n-1))")
+    tiny_image_hidden_size: int = opt(32, "DINOv2 width")
+    tiny_image_layers: int = opt(2, "DINOv2 layers")
+    tiny_image_heads: int = opt(2, "DINOv2 heads")
+    tiny_image_patch_size: int = opt(8, "DINOv2 patch size")
+
+    def __post_init__(self) -> None:
+        check(self.resolution > 0 and self.resolution % 8 == 0, "resolution", f"must be a positive multiple of 8, got {self.resolution}")
+        check(self.num_frames >= 2, "num_frames", f"must be >= 2, got {self.num_frames}")
+        check(self.intensity_levels >= 2, "intensity_levels", f"must be >= 2, got {self.intensity_levels}")
+        check(self.reweight_layers >= 1, "reweight_layers", f"must be >= 1, got {self.reweight_layers}")
+        check(self.reweight_heads >= 1, "reweight_heads", f"must be >= 1, got {self.reweight_heads}")
+        check(
+            self.base_model is not None or self.tiny_text_hidden_size % self.reweight_heads == 0,
+            "reweight_heads",
+            f"must divide tiny_text_hidden_size={self.tiny_text_hidden_size}, got {self.reweight_heads}",
+        )
+        check_choice(self.scheduler, "scheduler", SCHEDULERS)
+        for name in ("prior_inversion_first", "prior_inversion_last"):
+            value = getattr(self, name)
+            check(0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value}")
+        check(self.image_encoder_size > 0, "image_encoder_size", f"must be positive, got {self.image_encoder_size}")
+        check(len(self.tiny_block_out_channels) >= 1, "tiny_block_out_channels", "needs at least one level")
+        check(
+            all(c % self.tiny_norm_num_groups == 0 for c in self.tiny_block_out_channels),
+            "tiny_norm_num_groups",
+            f"must divide every entry of tiny_block_out_channels {self.tiny_block_out_channels}",
+        )
+        check(
+            self.tiny_text_hidden_size % self.tiny_text_heads == 0,
+            "tiny_text_heads",
+            f"must divide tiny_text_hidden_size={self.tiny_text_hidden_size}",
+        )
+
+    @property
+    def is_random(self) -> bool:
+        """True when no pretrained weights are involved (the tiny preset)."""
+        return self.base_model is None and self.motion_adapter is None and self.image_encoder is None
+
+
+def model_preset(name: str) -> dict[str, Any]:
+    """The ``model`` section of a named preset, as a dict of overrides."""
+    presets = {
+        "tiny": dict(resolution=64, num_frames=8, image_encoder_size=32),
+        "sd15": dict(
+            base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            motion_adapter="guoyww/animatediff-motion-adapter-v1-5-2",
+            image_encoder="facebook/dinov2-large",
+            resolution=256,
+            num_frames=16,
+            image_encoder_size=224,
+        ),
+    }
+    check(name in presets, "preset", f"got {name!r}, allowed: {', '.join(presets)}")
+    return dict(presets[name])
+
+
+MODEL_PRESETS = ("tiny", "sd15")

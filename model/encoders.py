@@ -1,0 +1,302 @@
+"""The frozen encoders: CLIP tokenizer + text encoder, the VAE, and the DINOv2 image encoder.
+
+Each ``load_*`` takes a :class:`~model.config.ModelConfig` and either loads pretrained
+weights (a local diffusers/transformers folder or a hub id) or, where the config names no
+source, builds the tiny random component from a fixed seed. All returned modules are in
+``eval()`` mode with ``requires_grad_(False)``.
+
+The ``encode_*`` functions are pure tensor functions used by preprocessing (Ray Data
+stages), training and the sampling pipeline, so all three encode the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import importlib.util
+from pathlib import Path
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.config import ModelConfig
+
+M = TypeVar("M")
+
+TOKENIZER_MAX_LENGTH = 77
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Offsets added to ModelConfig.seed so each random component has its own stream.
+SEED_OFFSETS = {"text_encoder": 1, "vae": 2, "image_encoder": 3, "unet": 4, "motion_adapter": 5, "livephoto": 6}
+
+
+class WeightsNotFoundError(OSError):
+    """Pretrained weights for a component could not be loaded."""
+
+    def __init__(self, component: str, source: str, how: str, cause: BaseException | None = None):
+        detail = f" ({type(cause).__name__}: {str(cause).splitlines()[0][:200]})" if cause else ""
+        super().__init__(
+            f"cannot load the {component} weights from {source!r}{detail}. "
+            f"Looked for a local folder at that path, then the Hugging Face cache / hub. {how}"
+        )
+        self.component = component
+        self.source = source
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block under ``torch.manual_seed(seed)`` without touching the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def frozen(module: M) -> M:
+    module.eval()  # type: ignore[attr-defined]
+    module.requires_grad_(False)  # type: ignore[attr-defined]
+    return module
+
+
+def load_pretrained(component: str, source: str, how: str, loader: Callable[..., M], **kwargs) -> M:
+    """``loader(source, **kwargs)`` with a clear :class:`WeightsNotFoundError` on failure."""
+    try:
+        return loader(source, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise WeightsNotFoundError(component, source, how, exc) from exc
+
+
+def _how(field: str, example: str) -> str:
+    return (
+        f"Download it once on a machine with internet (e.g. `huggingface-cli download {example}`) "
+        f"and set --model.{field} to the local folder, or set HF_HOME to a cache that holds it."
+    )
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def _clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The real CLIP BPE vocabulary and merges, from the file shipped in the open-clip wheel."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or spec.origin is None:
+        raise WeightsNotFoundError("CLIP tokenizer", "open_clip/bpe_simple_vocab_16e6.txt.gz", "pip install open-clip-torch")
+    from open_clip.tokenizer import bytes_to_unicode
+
+    path = Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.open(path).read().decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: i for i, token in enumerate(vocab)}, merges  # type: ignore[return-value]
+
+
+def build_tokenizer(cfg: ModelConfig):
+    """The CLIP tokenizer: the base model's, or the real CLIP BPE tokenizer built offline."""
+    from transformers import CLIPTokenizer
+
+    if cfg.base_model is not None:
+        return load_pretrained(
+            "CLIP tokenizer", cfg.base_model, _how("base_model", cfg.base_model),
+            CLIPTokenizer.from_pretrained, subfolder="tokenizer", local_files_only=cfg.local_files_only,
+        )
+    vocab, merges = _clip_bpe()
+    # vocab=/merges= (not vocab_file=/merges_file=, which transformers 5 silently mis-tokenizes).
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=TOKENIZER_MAX_LENGTH)
+
+
+# --------------------------------------------------------------------------- text encoder
+
+
+def load_text_encoder(cfg: ModelConfig):
+    """Frozen CLIP text model; hidden states (batch, 77, dim) feed the UNet's cross-attention."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if cfg.base_model is not None:
+        model = load_pretrained(
+            "CLIP text encoder", cfg.base_model, _how("base_model", cfg.base_model),
+            CLIPTextModel.from_pretrained, subfolder="text_encoder", local_files_only=cfg.local_files_only,
+        )
+        return frozen(model)
+    config = CLIPTextConfig(
+        vocab_size=len(_clip_bpe()[0]),
+        hidden_size=cfg.tiny_text_hidden_size,
+        intermediate_size=cfg.tiny_text_hidden_size * 2,
+        num_hidden_layers=cfg.tiny_text_layers,
+        num_attention_heads=cfg.tiny_text_heads,
+        max_position_embeddings=TOKENIZER_MAX_LENGTH,
+        projection_dim=cfg.tiny_text_hidden_size,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+    with seeded(cfg.seed + SEED_OFFSETS["text_encoder"]):
+        model = CLIPTextModel(config)
+    return frozen(model)
+
+
+def tokenize(tokenizer, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask, both (batch, 77) int64, padded/truncated to 77."""
+    out = tokenizer(
+        list(prompts), padding="max_length", max_length=TOKENIZER_MAX_LENGTH, truncation=True, return_tensors="pt"
+    )
+    return out.input_ids, out.attention_mask
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """CLIP embeddings of ``prompts``.
+
+    Returns ``embeddings`` (batch, 77, dim) in the encoder's dtype (the last hidden state,
+    as Stable Diffusion uses it), ``input_ids`` (batch, 77) and ``attention_mask`` (batch, 77).
+    """
+    input_ids, attention_mask = tokenize(tokenizer, prompts)
+    device = next(text_encoder.parameters()).device
+    hidden = text_encoder(input_ids.to(device)).last_hidden_state
+    return {"embeddings": hidden, "input_ids": input_ids, "attention_mask": attention_mask}
+
+
+# --------------------------------------------------------------------------- VAE
+
+
+def load_vae(cfg: ModelConfig):
+    """Frozen ``AutoencoderKL``; SD 1.5's, or a tiny random one."""
+    from diffusers import AutoencoderKL
+
+    if cfg.base_model is not None:
+        vae = load_pretrained(
+            "VAE", cfg.base_model, _how("base_model", cfg.base_model),
+            AutoencoderKL.from_pretrained, subfolder="vae", local_files_only=cfg.local_files_only,
+        )
+        return frozen(vae)
+    channels = tuple(cfg.tiny_vae_block_out_channels)
+    with seeded(cfg.seed + SEED_OFFSETS["vae"]):
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * len(channels),
+            up_block_types=("UpDecoderBlock2D",) * len(channels),
+            block_out_channels=channels,
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=min(32, min(channels)),
+            sample_size=cfg.resolution,
+        )
+    return frozen(vae)
+
+
+def vae_scale_factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def frames_to_pixels(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 (..., height, width, 3) -> float (..., 3, height, width) in [-1, 1]."""
+    x = torch.tensor(np.asarray(frames)) if isinstance(frames, np.ndarray) else frames
+    x = x.movedim(-1, -3).float()
+    return x / 127.5 - 1.0
+
+
+@torch.no_grad()
+def encode_latents(vae, pixels: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
+    """VAE latents of images.
+
+    ``pixels`` (n, 3, height, width) in [-1, 1] -> (n, 4, height/f, width/f), already
+    multiplied by the VAE's ``scaling_factor``. ``sample=False`` takes the posterior mean
+    (deterministic, what preprocessing stores); ``sample=True`` draws from the posterior.
+    """
+    param = next(vae.parameters())
+    dist = vae.encode(pixels.to(device=param.device, dtype=param.dtype)).latent_dist
+    z = dist.sample(generator) if sample else dist.mean
+    return z * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """(n, 4, h, w) scaled latents -> (n, 3, height, width) images in [-1, 1]."""
+    param = next(vae.parameters())
+    return vae.decode(latents.to(device=param.device, dtype=param.dtype) / vae.config.scaling_factor).sample
+
+
+# --------------------------------------------------------------------------- DINOv2
+
+
+def load_image_encoder(cfg: ModelConfig):
+    """Frozen DINOv2 (``Dinov2Model``): ViT-L/14 for sd15, a tiny random one otherwise."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    if cfg.image_encoder is not None:
+        model = load_pretrained(
+            "DINOv2 image encoder", cfg.image_encoder, _how("image_encoder", cfg.image_encoder),
+            Dinov2Model.from_pretrained, local_files_only=cfg.local_files_only,
+        )
+        return frozen(model)
+    config = Dinov2Config(
+        hidden_size=cfg.tiny_image_hidden_size,
+        num_hidden_layers=cfg.tiny_image_layers,
+        num_attention_heads=cfg.tiny_image_heads,
+        mlp_ratio=2,
+        patch_size=cfg.tiny_image_patch_size,
+        image_size=cfg.image_encoder_size,
+    )
+    with seeded(cfg.seed + SEED_OFFSETS["image_encoder"]):
+        model = Dinov2Model(config)
+    return frozen(model)
+
+
+def image_encoder_pixels(images: torch.Tensor | np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (batch, height, width, 3) -> ImageNet-normalised (batch, 3, size, size) float.
+
+    The images are already centre-cropped squares (preprocessing and serving crop the same
+    way), so a plain bicubic resize keeps the whole frame.
+    """
+    x = (torch.tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images).movedim(-1, 1).float() / 255.0
+    x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def encode_image_tokens(image_encoder, pixels: torch.Tensor) -> torch.Tensor:
+    """DINOv2 patch tokens: (batch, 3, size, size) -> (batch, patches, dim), CLS token dropped."""
+    param = next(image_encoder.parameters())
+    hidden = image_encoder(pixel_values=pixels.to(device=param.device, dtype=param.dtype)).last_hidden_state
+    return hidden[:, 1:]
+
+
+def encoder_dims(cfg: ModelConfig) -> dict[str, int]:
+    """Output sizes of the frozen encoders, read from configs only (no weights are loaded).
+
+    ``text_dim`` (CLIP width), ``latent_channels``, ``vae_factor`` (pixels per latent),
+    ``image_tokens`` (DINOv2 patches at ``image_encoder_size``), ``image_dim`` (DINOv2 width).
+    """
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, Dinov2Config
+
+    if cfg.base_model is not None:
+        how = _how("base_model", cfg.base_model)
+        text = load_pretrained("CLIP text encoder config", cfg.base_model, how, CLIPTextConfig.from_pretrained,
+                               subfolder="text_encoder", local_files_only=cfg.local_files_only)
+        vae = load_pretrained("VAE config", cfg.base_model, how, AutoencoderKL.load_config,
+                              subfolder="vae", local_files_only=cfg.local_files_only)
+        text_dim, vae_levels, latent_channels = text.hidden_size, len(vae["block_out_channels"]), vae["latent_channels"]
+    else:
+        text_dim, vae_levels, latent_channels = cfg.tiny_text_hidden_size, len(cfg.tiny_vae_block_out_channels), 4
+    if cfg.image_encoder is not None:
+        image = load_pretrained("DINOv2 config", cfg.image_encoder, _how("image_encoder", cfg.image_encoder),
+                                Dinov2Config.from_pretrained, local_files_only=cfg.local_files_only)
+        image_dim, patch = image.hidden_size, image.patch_size
+    else:
+        image_dim, patch = cfg.tiny_image_hidden_size, cfg.tiny_image_patch_size
+    return {
+        "text_dim": text_dim,
+        "latent_channels": latent_channels,
+        "vae_factor": 2 ** (vae_levels - 1),
+        "image_tokens": (cfg.image_encoder_size // patch) ** 2,
+        "image_dim": image_dim,
+    }

@@ -1,0 +1,233 @@
+"""The preprocessing pipeline on Ray Data: WebVid-style CSV + videos -> Parquet clips.
+
+Two streaming passes, nothing but small score columns collected on the driver:
+
+1. ``read_csv`` -> decode (CPU tasks) -> motion scores (CPU tasks for Farneback, an actor
+   pool for RAFT) -> caption embeddings and optional VAE latents / DINOv2 tokens (actor
+   pools, GPUs when configured) -> ``OUT/_staging/*.parquet`` (clip rows and error rows).
+2. Bin edges from the quantiles of the staged scores (or an earlier run's
+   ``intensity_bins.json``) -> ``intensity_level`` -> ``OUT/clips/``; error rows ->
+   ``OUT/errors/``; then ``summary.json``, ``intensity_bins.json``, ``dataset.json`` and
+   ``intensity_hist.png``; the staging folder is removed.
+
+An existing non-empty ``OUT`` is refused unless ``output.overwrite`` (no resume).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import ray
+from ray.data.expressions import col
+
+from common.config import ConfigError
+from pipelines import storage
+from pipelines.config import WEBVID_COLUMNS, PreprocessConfig
+from pipelines.motion import bins_info, compute_bin_edges, edges_from_info, intensity_value
+from pipelines.schema import ARRAY_COLUMNS, CLIP_COLUMNS, ERROR_COLUMNS, array_specs, dataset_info
+from pipelines.stages import (
+    FrozenEncoders,
+    RaftScorer,
+    add_levels,
+    decode_batch,
+    score_batch_farneback,
+)
+
+
+class CsvError(ValueError):
+    """The input CSV cannot be used at all (unreadable, or a WebVid column is missing)."""
+
+
+def check_csv(uri: str) -> list[str]:
+    """Read only the CSV header; raise CsvError if it is unreadable or lacks a WebVid column."""
+    try:
+        if uri.startswith(("http://", "https://")):
+            import fsspec
+
+            stream: Any = fsspec.open(uri, "rb").open()
+        else:
+            fs, path = storage.filesystem(uri)
+            stream = fs.open_input_stream(path)
+        with stream:
+            reader = pacsv.open_csv(stream, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
+            names = reader.schema.names
+    except (OSError, pa.ArrowInvalid, FileNotFoundError) as exc:
+        raise CsvError(f"input.csv: cannot read {uri!r} as CSV: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in WEBVID_COLUMNS if c not in names]
+    if missing:
+        raise CsvError(
+            f"input.csv: {uri!r} lacks WebVid column(s) {', '.join(missing)}; has {', '.join(names)}; "
+            f"needs {', '.join(WEBVID_COLUMNS)}"
+        )
+    return names
+
+
+def read_rows(cfg: PreprocessConfig) -> ray.data.Dataset:
+    """The CSV as a dataset of string columns (so an empty or odd cell never breaks parsing)."""
+    uri = cfg.input.csv
+    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in WEBVID_COLUMNS}, strings_can_be_null=True)
+    if uri.startswith(("http://", "https://")):
+        import fsspec
+
+        with fsspec.open(uri, "rb") as f:
+            table = pacsv.read_csv(io.BytesIO(f.read()), convert_options=convert)
+        ds = ray.data.from_arrow(table)
+    else:
+        ds = ray.data.read_csv(uri, convert_options=convert)
+    ds = ds.select_columns(list(WEBVID_COLUMNS))
+    if cfg.input.limit is not None:
+        ds = ds.limit(cfg.input.limit)
+    return ds
+
+
+def build_stream(cfg: PreprocessConfig, rows: ray.data.Dataset) -> ray.data.Dataset:
+    """Pass 1: decode, score, embed. Returns the lazy dataset of clip and error rows."""
+    csv_dir = posixpath.dirname(cfg.input.csv) if "://" in cfg.input.csv else posixpath.dirname(posixpath.abspath(cfg.input.csv))
+    cpu = {"num_cpus": cfg.decode.num_cpus, "batch_size": cfg.decode.batch_size, "batch_format": "numpy"}
+    ds = rows.map_batches(decode_batch, fn_kwargs={"input_cfg": cfg.input, "clip_cfg": cfg.clip, "csv_dir": csv_dir}, **cpu)
+    if cfg.flow.backend == "farneback":
+        ds = ds.map_batches(score_batch_farneback, fn_kwargs={"flow_cfg": cfg.flow}, **cpu)
+    else:
+        ds = ds.map_batches(
+            RaftScorer,
+            fn_constructor_kwargs={"flow_cfg": cfg.flow},
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.flow.actors),
+            num_cpus=cfg.flow.num_cpus,
+            num_gpus=cfg.flow.num_gpus,
+            batch_size=cfg.flow.batch_size,
+            batch_format="numpy",
+        )
+    e = cfg.encode
+    if e.captions or e.latents or e.image_tokens:
+        ds = ds.map_batches(
+            FrozenEncoders,
+            fn_constructor_kwargs={
+                "model_cfg": cfg.model, "captions": e.captions, "latents": e.latents,
+                "image_tokens": e.image_tokens, "num_gpus": e.num_gpus,
+            },
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=e.actors),
+            num_cpus=e.num_cpus,
+            num_gpus=e.num_gpus,
+            batch_size=e.batch_size,
+            batch_format="numpy",
+        )
+    if not e.store_frames:
+        ds = ds.drop_columns(["frames"])
+    return ds
+
+
+def _ok_clip_stats(staging: str) -> Any:
+    """Scores and clip_index of the ok clips: the only per-clip data that reaches the driver (24 bytes a clip)."""
+    columns = ["flow_score", "ssim_score", "clip_index", "error"]
+    ok = ray.data.read_parquet(staging).select_columns(columns).filter(expr=col("error") == "")
+    return ok.select_columns(columns[:3]).to_pandas()
+
+
+def _bin_edges(cfg: PreprocessConfig, flow: np.ndarray, ssim: np.ndarray) -> tuple[list[float], dict[str, Any]]:
+    """Bin edges (new quantiles of this dataset, or an earlier run's) and ``intensity_bins.json``."""
+    levels, source = cfg.intensity.levels, cfg.intensity.source
+    if cfg.intensity.bins is not None:
+        earlier = json.loads(storage.read_text(cfg.intensity.bins))
+        edges = edges_from_info(earlier, source, levels)
+        return edges, bins_info(edges, source, levels, earlier.get("n_clips", 0)) | {"reused_from": cfg.intensity.bins}
+    edges = compute_bin_edges(intensity_value(flow, ssim, source), levels) if len(flow) else []
+    return edges, bins_info(edges, source, levels, len(flow))
+
+
+def _write_errors(staging: str, out: str) -> dict[str, int]:
+    """Error rows -> ``OUT/errors/`` (an empty table when there are none); returns counts by reason."""
+    errors = ray.data.read_parquet(staging).select_columns(ERROR_COLUMNS).filter(expr=col("error") != "")
+    tables = [t for t in ray.get(errors.to_arrow_refs()) if t.num_rows]
+    merged = pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in ERROR_COLUMNS})
+    buf = pa.BufferOutputStream()
+    pq.write_table(merged, buf)
+    storage.write_bytes(storage.join(out, "errors", "errors.parquet"), buf.getvalue().to_pybytes())
+    counts = merged.column("error").value_counts().to_pylist() if merged.num_rows else []
+    return {str(c["values"]): int(c["counts"]) for c in counts}
+
+
+def _histogram_png(flow: list[float], ssim: list[float], edges: list[float], source: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].hist(flow, bins=30, color="tab:blue")
+    axes[0].set(title="flow_score (% of diagonal / frame)", xlabel="score", ylabel="clips")
+    axes[1].hist(ssim, bins=30, color="tab:orange")
+    axes[1].set(title="ssim_score (adjacent frames)", xlabel="SSIM")
+    edge_axis = axes[0] if source == "flow" else None
+    for edge in edges if edge_axis is not None else []:
+        edge_axis.axvline(edge, color="k", lw=0.6, ls="--")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def run(cfg: PreprocessConfig) -> dict[str, Any]:
+    """Run both passes and write the dataset; returns the summary (also in ``summary.json``)."""
+    out = cfg.output.dir.rstrip("/")
+    if storage.is_nonempty_dir(out):
+        if not cfg.output.overwrite:
+            raise ConfigError(f"output.dir: {out} exists and is not empty; pass --output.overwrite true to replace it")
+        storage.remove(out)
+    check_csv(cfg.input.csv)
+    specs = array_specs(cfg)  # fails early if an encoder's config cannot be found
+    if cfg.intensity.bins is not None:
+        edges_from_info(json.loads(storage.read_text(cfg.intensity.bins)), cfg.intensity.source, cfg.intensity.levels)
+
+    # Pass 1: decode, score, embed -> staging.
+    started = time.perf_counter()
+    staging = storage.join(out, "_staging")
+    rows = read_rows(cfg)
+    rows_in = rows.count()
+    build_stream(cfg, rows).write_parquet(staging, min_rows_per_file=cfg.output.rows_per_file)
+    pass1_s = time.perf_counter() - started
+
+    # Pass 2: levels; split clips and errors.
+    stats = _ok_clip_stats(staging)
+    flow, ssim = stats["flow_score"].to_numpy(), stats["ssim_score"].to_numpy()
+    edges, bins = _bin_edges(cfg, flow, ssim)
+    keep = CLIP_COLUMNS + [c for c in ARRAY_COLUMNS if c in specs]
+    (
+        ray.data.read_parquet(staging)
+        .filter(expr=col("error") == "")
+        .map_batches(add_levels, fn_kwargs={"edges": edges, "source": cfg.intensity.source}, batch_format="numpy")
+        .select_columns(keep)
+        .write_parquet(storage.join(out, "clips"), min_rows_per_file=cfg.output.rows_per_file)
+    )
+    by_error = _write_errors(staging, out)
+    storage.remove(staging)
+    elapsed = time.perf_counter() - started
+
+    clips_out, rows_ok = len(stats), int((stats["clip_index"] == 0).sum())
+    rows_error = sum(by_error.values())
+    summary = {
+        "rows_in": int(rows_in),
+        "rows_ok": int(rows_ok),
+        "rows_error": int(rows_error),
+        "rows_accounted": int(rows_ok) + rows_error == int(rows_in),
+        "clips_out": int(clips_out),
+        "errors": dict(sorted(by_error.items())),
+        "clips_per_s": round(clips_out / elapsed, 3),
+        "pass1_s": round(pass1_s, 2),
+        "elapsed_s": round(elapsed, 2),
+        "intensity": bins,
+        "output": out,
+    }
+    storage.write_text(storage.join(out, "intensity_bins.json"), json.dumps(bins, indent=2))
+    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
+    storage.write_text(storage.join(out, "dataset.json"), json.dumps(dataset_info(cfg, specs, bins), indent=2))
+    storage.write_bytes(storage.join(out, "intensity_hist.png"), _histogram_png(flow, ssim, edges, cfg.intensity.source))
+    return summary

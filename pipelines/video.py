@@ -1,0 +1,200 @@
+"""CSV rows -> decoded clips: row checks, locating the video, frame sampling, decord decoding.
+
+Plain functions (no Ray): the Ray Data stage in :mod:`pipelines.preprocess` hands batches to
+:func:`decode_rows`, and tests call every function directly.
+
+A bad row or bad video never raises out of :func:`decode_rows`: it becomes one *error row*
+(``error`` = a reason code from :data:`REASONS`, ``message`` = details) so that every input row
+ends up either as its clips or as exactly one error row.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from model.image import center_crop_resize
+from pipelines.config import ClipConfig, InputConfig, WEBVID_COLUMNS
+
+REASONS = {
+    "bad_row": "a required CSV field is empty",
+    "bad_duration": "duration is not ISO-8601 like PT00H00M08S",
+    "missing": "the video file does not exist",
+    "empty": "the video file has zero bytes",
+    "unreadable": "decord cannot open the file (corrupt, truncated or unsupported codec)",
+    "too_short": "fewer frames than one clip needs",
+    "decode_failed": "decord opened the file but failed while decoding the sampled frames",
+}
+
+_DURATION = re.compile(r"^P(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)$")
+
+
+class RowError(Exception):
+    """A per-row failure with a reason code from :data:`REASONS`."""
+
+    def __init__(self, reason: str, message: str):
+        assert reason in REASONS, reason
+        super().__init__(message)
+        self.reason = reason
+
+
+def parse_duration(text: str) -> float:
+    """ISO-8601 duration (``PT00H00M08S``, ``PT8.5S``, ``PT1M``) -> seconds."""
+    match = _DURATION.match((text or "").strip())
+    if not match or not any(match.groupdict().values()):
+        raise RowError("bad_duration", f"duration {text!r} is not ISO-8601 like PT00H00M08S")
+    parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
+    return parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+
+
+def _is_remote(path: str) -> bool:
+    return urlparse(path).scheme in ("s3", "gs", "gcs", "http", "https", "hdfs")
+
+
+def resolve_video_path(row: dict[str, Any], cfg: InputConfig, csv_dir: str) -> str:
+    """Where a row's video lives: ``video_root/page_dir/videoid.mp4`` or its contentUrl.
+
+    A relative contentUrl is taken relative to the CSV's folder.
+    """
+    use_root = cfg.video_source == "video_root" or (cfg.video_source == "auto" and cfg.video_root is not None)
+    if use_root:
+        return posixpath.join(str(cfg.video_root), str(row["page_dir"]), f"{row['videoid']}.mp4")
+    url = str(row["contentUrl"])
+    if _is_remote(url) or url.startswith("/") or url.startswith("file://"):
+        return url.removeprefix("file://")
+    return posixpath.join(csv_dir, url)
+
+
+def check_row(row: dict[str, Any]) -> float:
+    """Raise RowError for missing fields or a bad duration; return the duration in seconds."""
+    empty = [c for c in WEBVID_COLUMNS if row.get(c) is None or str(row.get(c)).strip() == ""]
+    if empty:
+        raise RowError("bad_row", f"empty field(s): {', '.join(empty)}")
+    return parse_duration(str(row["duration"]))
+
+
+def clip_starts(num_video_frames: int, cfg: ClipConfig, videoid: str) -> list[int]:
+    """First source frame of each clip.
+
+    ``clips_per_video`` windows split the video evenly; with ``start='random'`` each clip starts
+    at a seeded random offset inside its window (the seed mixes ``cfg.seed`` and the videoid, so
+    it does not depend on which worker decodes the row). Raises ``too_short`` if not even one
+    clip fits.
+    """
+    span = cfg.span
+    first = cfg.start_frame if cfg.start == "fixed" else 0
+    room = num_video_frames - first - span  # frames left over after one clip
+    if room < 0:
+        raise RowError(
+            "too_short",
+            f"video has {num_video_frames} frames; a clip needs {span} (num_frames={cfg.num_frames}, "
+            f"stride={cfg.stride}) from frame {first}",
+        )
+    n = cfg.clips_per_video
+    if cfg.start == "fixed":
+        step = room // max(n - 1, 1) if n > 1 else 0
+        return [first + i * step for i in range(n)]
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(str(videoid).encode())])
+    window = (room + 1) / n  # each clip's start lies in its own window of the free range
+    return [int(i * window + rng.integers(0, max(1, int(window)))) for i in range(n)]
+
+
+def frame_indices(start: int, cfg: ClipConfig) -> np.ndarray:
+    """Source frame indices of one clip: ``start, start + stride, ...`` (num_frames of them)."""
+    return start + cfg.stride * np.arange(cfg.num_frames)
+
+
+@dataclass
+class OpenedVideo:
+    reader: Any
+    num_frames: int
+    fps: float
+
+
+def open_video(path: str, threads: int = 1) -> OpenedVideo:
+    """Open with decord (remote files are read into memory first); RowError on failure."""
+    import decord
+
+    source: Any = path
+    if _is_remote(path):
+        data = read_bytes(path)
+        if not data:
+            raise RowError("empty", f"{path} has zero bytes")
+        source = io.BytesIO(data)
+    else:
+        import os
+
+        if not os.path.exists(path):
+            raise RowError("missing", f"no such file: {path}")
+        if os.path.getsize(path) == 0:
+            raise RowError("empty", f"{path} has zero bytes")
+    try:
+        reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=threads)
+        n = len(reader)
+        fps = float(reader.get_avg_fps())
+    except Exception as exc:  # decord raises DECORDError / RuntimeError for corrupt files
+        raise RowError("unreadable", f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+    if n <= 0:
+        raise RowError("unreadable", f"{path}: no video frames")
+    return OpenedVideo(reader, n, fps)
+
+
+def read_bytes(url: str) -> bytes:
+    """Whole file from s3:// gs:// (pyarrow filesystems) or http(s):// (fsspec)."""
+    scheme = urlparse(url).scheme
+    try:
+        if scheme in ("http", "https"):
+            import fsspec
+
+            with fsspec.open(url, "rb") as f:
+                return f.read()
+        import pyarrow.fs as pafs
+
+        fs, inner = pafs.FileSystem.from_uri(url)
+        with fs.open_input_stream(inner) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise RowError("missing", f"no such file: {url}") from None
+    except OSError as exc:
+        if "not found" in str(exc).lower() or "no such" in str(exc).lower():
+            raise RowError("missing", f"no such file: {url}") from None
+        raise
+
+
+def decode_clip(video: OpenedVideo, indices: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Decode only ``indices`` and centre-crop/resize: uint8 (frames, height, width, 3)."""
+    try:
+        raw = video.reader.get_batch(list(map(int, indices))).asnumpy()
+    except Exception as exc:
+        raise RowError("decode_failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+    if raw.shape[0] != len(indices):
+        raise RowError("decode_failed", f"asked for {len(indices)} frames, got {raw.shape[0]}")
+    return np.stack([center_crop_resize(frame, height, width) for frame in raw])
+
+
+def decode_row(row: dict[str, Any], input_cfg: InputConfig, clip_cfg: ClipConfig, csv_dir: str) -> list[dict[str, Any]]:
+    """One CSV row -> its clip rows, or raise RowError."""
+    duration = check_row(row)
+    path = resolve_video_path(row, input_cfg, csv_dir)
+    video = open_video(path, clip_cfg.decode_threads)
+    clips = []
+    for clip_index, start in enumerate(clip_starts(video.num_frames, clip_cfg, str(row["videoid"]))):
+        frames = decode_clip(video, frame_indices(start, clip_cfg), clip_cfg.height, clip_cfg.width)
+        clips.append(
+            {
+                "video_path": path,
+                "duration_s": duration,
+                "clip_index": clip_index,
+                "clip_start": start,
+                "fps": video.fps,
+                "frames": frames,
+            }
+        )
+    return clips
