@@ -88,40 +88,59 @@ def read_rows(cfg: PreprocessConfig) -> ray.data.Dataset:
     return ds
 
 
+def csv_folder(cfg: PreprocessConfig) -> str:
+    """Folder relative contentUrls are resolved against."""
+    uri = cfg.input.csv
+    return posixpath.dirname(uri) if "://" in uri else posixpath.dirname(posixpath.abspath(uri))
+
+
+def add_decode(ds: ray.data.Dataset, cfg: PreprocessConfig) -> ray.data.Dataset:
+    """CSV rows -> clip rows / error rows (CPU tasks)."""
+    kwargs = {"input_cfg": cfg.input, "clip_cfg": cfg.clip, "csv_dir": csv_folder(cfg)}
+    return ds.map_batches(decode_batch, fn_kwargs=kwargs, num_cpus=cfg.decode.num_cpus, batch_size=cfg.decode.batch_size, batch_format="numpy")
+
+
+def add_motion(ds: ray.data.Dataset, cfg: PreprocessConfig) -> ray.data.Dataset:
+    """+ flow_score, ssim_score: Farneback as CPU tasks, RAFT in an actor pool."""
+    if cfg.flow.backend == "farneback":
+        return ds.map_batches(
+            score_batch_farneback, fn_kwargs={"flow_cfg": cfg.flow},
+            num_cpus=cfg.decode.num_cpus, batch_size=cfg.decode.batch_size, batch_format="numpy",
+        )
+    return ds.map_batches(
+        RaftScorer,
+        fn_constructor_kwargs={"flow_cfg": cfg.flow},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.flow.actors),
+        num_cpus=cfg.flow.num_cpus,
+        num_gpus=cfg.flow.num_gpus,
+        batch_size=cfg.flow.batch_size,
+        batch_format="numpy",
+    )
+
+
+def add_encoders(ds: ray.data.Dataset, cfg: PreprocessConfig) -> ray.data.Dataset:
+    """+ caption embeddings, VAE latents, DINOv2 tokens, as configured (actor pool)."""
+    e = cfg.encode
+    if not (e.captions or e.latents or e.image_tokens):
+        return ds
+    return ds.map_batches(
+        FrozenEncoders,
+        fn_constructor_kwargs={
+            "model_cfg": cfg.model, "captions": e.captions, "latents": e.latents,
+            "image_tokens": e.image_tokens, "num_gpus": e.num_gpus,
+        },
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=e.actors),
+        num_cpus=e.num_cpus,
+        num_gpus=e.num_gpus,
+        batch_size=e.batch_size,
+        batch_format="numpy",
+    )
+
+
 def build_stream(cfg: PreprocessConfig, rows: ray.data.Dataset) -> ray.data.Dataset:
     """Pass 1: decode, score, embed. Returns the lazy dataset of clip and error rows."""
-    csv_dir = posixpath.dirname(cfg.input.csv) if "://" in cfg.input.csv else posixpath.dirname(posixpath.abspath(cfg.input.csv))
-    cpu = {"num_cpus": cfg.decode.num_cpus, "batch_size": cfg.decode.batch_size, "batch_format": "numpy"}
-    ds = rows.map_batches(decode_batch, fn_kwargs={"input_cfg": cfg.input, "clip_cfg": cfg.clip, "csv_dir": csv_dir}, **cpu)
-    if cfg.flow.backend == "farneback":
-        ds = ds.map_batches(score_batch_farneback, fn_kwargs={"flow_cfg": cfg.flow}, **cpu)
-    else:
-        ds = ds.map_batches(
-            RaftScorer,
-            fn_constructor_kwargs={"flow_cfg": cfg.flow},
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.flow.actors),
-            num_cpus=cfg.flow.num_cpus,
-            num_gpus=cfg.flow.num_gpus,
-            batch_size=cfg.flow.batch_size,
-            batch_format="numpy",
-        )
-    e = cfg.encode
-    if e.captions or e.latents or e.image_tokens:
-        ds = ds.map_batches(
-            FrozenEncoders,
-            fn_constructor_kwargs={
-                "model_cfg": cfg.model, "captions": e.captions, "latents": e.latents,
-                "image_tokens": e.image_tokens, "num_gpus": e.num_gpus,
-            },
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=e.actors),
-            num_cpus=e.num_cpus,
-            num_gpus=e.num_gpus,
-            batch_size=e.batch_size,
-            batch_format="numpy",
-        )
-    if not e.store_frames:
-        ds = ds.drop_columns(["frames"])
-    return ds
+    ds = add_encoders(add_motion(add_decode(rows, cfg), cfg), cfg)
+    return ds if cfg.encode.store_frames else ds.drop_columns(["frames"])
 
 
 def _ok_clip_stats(staging: str) -> Any:
