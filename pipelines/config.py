@@ -158,7 +158,7 @@ def _tiny() -> dict[str, Any]:
         "model": model,
         "clip": {"num_frames": model["num_frames"], "stride": 2, "height": model["resolution"], "width": model["resolution"]},
         "flow": {"backend": "farneback", "allow_random_init": True, "raft_iters": 4, "max_side": 64, "num_cpus": 0.5},
-        "encode": {"captions": True, "latents": True, "image_tokens": True, "store_frames": True, "batch_size": 16, "num_cpus": 0.5},
+        "encode": {"captions": True, "latents": True, "image_tokens": True, "store_frames": True, "batch_size": 16, "num_cpus": 0.5, "actors": 2},
         "output": {"rows_per_file": 256},
     }
 
