@@ -42,7 +42,7 @@ from pipelines.stages import (
 )
 
 
-class CsvError(ValueError):
+class CsvError(ConfigError):
     """The input CSV cannot be used at all (unreadable, or a WebVid column is missing)."""
 
 

@@ -1,0 +1,334 @@
+"""Build, save and load the LivePhoto network and everything sampling needs.
+
+* :func:`build_network` - the :class:`~model.network.LivePhotoModel` for a ModelConfig: SD 1.5's
+  UNet (or a tiny random one) + a MotionAdapter (AnimateDiff v1.5, or fresh) + the new parts.
+* :func:`build_livephoto` - network + VAE + CLIP text encoder + tokenizer + DINOv2 + scheduler.
+* :func:`build_sd15_architecture` - the sd15-sized components with random weights, no download
+  (for the GPU benchmark; not meant to be saved).
+* :func:`save_network` / :func:`load_network` - the ``save_pretrained`` layout::
+
+      DIR/config.json             {"format", "model": ModelConfig as dict, "image_dim", "weights"}
+      DIR/livephoto.safetensors   weights: "full" (every tensor) when cfg.base_model is None,
+                                  else "trainable" (conv_in, motion, content, reweight only; the
+                                  frozen SD 1.5 blocks are re-read from cfg.base_model)
+
+  :func:`save_components` adds, for the pipeline, ``DIR/scheduler/`` and, for each frozen
+  encoder built from a seed rather than a source, ``DIR/vae/``, ``DIR/text_encoder/``,
+  ``DIR/image_encoder/`` (safetensors), so a saved tiny model is self-contained.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from common.config import from_dict, to_dict
+from model import encoders
+from model.config import ModelConfig
+from model.encoders import SEED_OFFSETS, _how, frozen, load_pretrained, seeded
+from model.network import LivePhotoModel
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "livephoto.safetensors"
+FORMAT = "livephoto-1"
+
+SD15_UNET_CONFIG: dict[str, Any] = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    norm_num_groups=32,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+)
+"""``unet/config.json`` of Stable Diffusion 1.5 (the fields that differ from diffusers' defaults)."""
+
+SD15_VAE_CONFIG: dict[str, Any] = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+
+SD15_SCHEDULER_CONFIG: dict[str, Any] = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    timestep_spacing="leading",
+    prediction_type="epsilon",
+)
+"""Stable Diffusion 1.5's noise schedule, as a DDIM config (used when no base model is given)."""
+
+
+# --------------------------------------------------------------------------- UNet + motion modules
+
+
+def build_unet2d(cfg: ModelConfig):
+    """SD 1.5's frozen ``UNet2DConditionModel`` from ``cfg.base_model``, or the tiny random one."""
+    from diffusers import UNet2DConditionModel
+
+    if cfg.base_model is not None:
+        return load_pretrained(
+            "SD 1.5 UNet", cfg.base_model, _how("base_model", cfg.base_model),
+            UNet2DConditionModel.from_pretrained, subfolder="unet", local_files_only=cfg.local_files_only,
+        )
+    levels = len(cfg.tiny_block_out_channels)
+    vae_factor = 2 ** (len(cfg.tiny_vae_block_out_channels) - 1)
+    with seeded(cfg.seed + SEED_OFFSETS["unet"]):
+        return UNet2DConditionModel(
+            sample_size=cfg.resolution // vae_factor,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+            block_out_channels=tuple(cfg.tiny_block_out_channels),
+            layers_per_block=cfg.tiny_layers_per_block,
+            norm_num_groups=cfg.tiny_norm_num_groups,
+            cross_attention_dim=cfg.tiny_text_hidden_size,
+            attention_head_dim=cfg.tiny_attention_head_dim,
+        )
+
+
+def fresh_motion_adapter(unet2d, max_seq_length: int, seed: int):
+    """A new ``MotionAdapter`` matching ``unet2d``; each temporal block's ``proj_out`` is zero,
+    as AnimateDiff initialises it, so fresh motion modules start as the identity."""
+    from diffusers import MotionAdapter
+
+    with seeded(seed):
+        adapter = MotionAdapter(
+            block_out_channels=tuple(unet2d.config.block_out_channels),
+            motion_layers_per_block=unet2d.config.layers_per_block,
+            motion_norm_num_groups=unet2d.config.norm_num_groups,
+            motion_max_seq_length=max_seq_length,
+        )
+    for name, module in adapter.named_modules():
+        if name.endswith("proj_out") and isinstance(module, nn.Linear):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+    return adapter
+
+
+def build_motion_adapter(cfg: ModelConfig, unet2d):
+    """AnimateDiff ``MotionAdapter`` from ``cfg.motion_adapter``, or fresh motion modules."""
+    from diffusers import MotionAdapter
+
+    if cfg.motion_adapter is not None:
+        return load_pretrained(
+            "AnimateDiff motion adapter", cfg.motion_adapter, _how("motion_adapter", cfg.motion_adapter),
+            MotionAdapter.from_pretrained, local_files_only=cfg.local_files_only,
+        )
+    return fresh_motion_adapter(unet2d, cfg.tiny_motion_max_seq_length, cfg.seed + SEED_OFFSETS["motion_adapter"])
+
+
+def motion_unet(unet2d, adapter):
+    """``UNetMotionModel.from_unet2d`` without touching the caller's RNG state (4 input channels)."""
+    from diffusers import UNetMotionModel
+
+    with seeded(0):
+        return UNetMotionModel.from_unet2d(unet2d, adapter)
+
+
+def build_base_unet(cfg: ModelConfig):
+    """The base AnimateDiff network (SD 1.5 blocks + motion modules, 4 input channels): what
+    :class:`LivePhotoModel` extends, and what the zero-init equivalence test compares against."""
+    unet2d = build_unet2d(cfg)
+    return motion_unet(unet2d, build_motion_adapter(cfg, unet2d))
+
+
+def build_network(cfg: ModelConfig, image_dim: int | None = None) -> LivePhotoModel:
+    """The LivePhoto network for ``cfg`` in eval mode (as diffusers' ``from_pretrained``; call
+    ``.train()`` to train); trainable groups have ``requires_grad``, the rest is frozen."""
+    if image_dim is None:
+        image_dim = encoders.encoder_dims(cfg)["image_dim"]
+    return LivePhotoModel(cfg, build_base_unet(cfg), image_dim).eval()
+
+
+# --------------------------------------------------------------------------- scheduler
+
+
+def build_scheduler(cfg: ModelConfig):
+    """``cfg.scheduler`` (default DDIM) from the base model's scheduler config, or SD 1.5's betas."""
+    import diffusers
+
+    if cfg.base_model is not None:
+        config = load_pretrained(
+            "scheduler config", cfg.base_model, _how("base_model", cfg.base_model),
+            diffusers.DDIMScheduler.load_config, subfolder="scheduler", local_files_only=cfg.local_files_only,
+        )
+    else:
+        config = dict(SD15_SCHEDULER_CONFIG)
+    return getattr(diffusers, cfg.scheduler).from_config(config)
+
+
+# --------------------------------------------------------------------------- all components
+
+
+@dataclass
+class LivePhotoComponents:
+    """Everything :class:`~model.pipeline.LivePhotoPipeline` needs (``image_encoder`` is None
+    when the content encoder is off)."""
+
+    model: LivePhotoModel
+    vae: nn.Module
+    text_encoder: nn.Module
+    tokenizer: Any
+    image_encoder: nn.Module | None
+    scheduler: Any
+
+
+def build_livephoto(cfg: ModelConfig) -> LivePhotoComponents:
+    """Network + frozen encoders + scheduler for ``cfg`` (pretrained sources or tiny random)."""
+    image_encoder = encoders.load_image_encoder(cfg) if cfg.use_content_encoder else None
+    image_dim = image_encoder.config.hidden_size if image_encoder is not None else encoders.encoder_dims(cfg)["image_dim"]
+    return LivePhotoComponents(
+        model=build_network(cfg, image_dim),
+        vae=encoders.load_vae(cfg),
+        text_encoder=encoders.load_text_encoder(cfg),
+        tokenizer=encoders.build_tokenizer(cfg),
+        image_encoder=image_encoder,
+        scheduler=build_scheduler(cfg),
+    )
+
+
+def build_sd15_architecture(cfg: ModelConfig | None = None) -> LivePhotoComponents:
+    """sd15-sized components with random weights and no download (GPU benchmark only).
+
+    SD 1.5 UNet + default (v1.5-sized) MotionAdapter + SD VAE + CLIP ViT-L/14 text +
+    DINOv2 ViT-L/14, all from configs written in code. ``cfg`` supplies the ``use_*``
+    switches and geometry; its source fields are ignored. Not meant for ``save_pretrained``.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, Dinov2Config, Dinov2Model
+
+    cfg = cfg or ModelConfig(resolution=256, num_frames=16)
+    seed = cfg.seed
+    with seeded(seed + SEED_OFFSETS["unet"]):
+        unet2d = UNet2DConditionModel(**SD15_UNET_CONFIG)
+    adapter = fresh_motion_adapter(unet2d, 32, seed + SEED_OFFSETS["motion_adapter"])
+    unet = motion_unet(unet2d, adapter)
+    del unet2d, adapter
+    with seeded(seed + SEED_OFFSETS["vae"]):
+        vae = AutoencoderKL(**SD15_VAE_CONFIG)
+    with seeded(seed + SEED_OFFSETS["text_encoder"]):
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+        ))
+    image_encoder = None
+    if cfg.use_content_encoder:
+        with seeded(seed + SEED_OFFSETS["image_encoder"]):
+            image_encoder = frozen(Dinov2Model(Dinov2Config(
+                hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, mlp_ratio=4, patch_size=14,
+                image_size=518,
+            )))
+    return LivePhotoComponents(
+        model=LivePhotoModel(cfg, unet, image_dim=1024).eval(),
+        vae=frozen(vae),
+        text_encoder=frozen(text_encoder),
+        tokenizer=encoders.build_tokenizer(ModelConfig()),
+        image_encoder=image_encoder,
+        scheduler=build_scheduler(ModelConfig(scheduler=cfg.scheduler)),
+    )
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def save_network(model: LivePhotoModel, directory: str | Path) -> None:
+    """``config.json`` + ``livephoto.safetensors`` (full weights for a random base, else trainable parts only)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    full = model.cfg.base_model is None
+    state = model.state_dict() if full else model.trainable_state_dict()
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, directory / WEIGHTS_NAME)
+    meta = {"format": FORMAT, "model": to_dict(model.cfg), "image_dim": model.image_dim, "weights": "full" if full else "trainable"}
+    (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_config(directory: str | Path, **overrides) -> tuple[ModelConfig, dict[str, Any]]:
+    """The saved ModelConfig (with ``overrides`` applied) and the raw ``config.json``."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise encoders.WeightsNotFoundError(
+            "LivePhoto model", str(directory), f"Expected {CONFIG_NAME} and {WEIGHTS_NAME} written by save_pretrained."
+        )
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    return from_dict(ModelConfig, {**meta["model"], **overrides}), meta
+
+
+def load_network(directory: str | Path, **overrides) -> LivePhotoModel:
+    """Inverse of :func:`save_network`; the frozen base comes from ``cfg.base_model`` when only
+    trainable weights were saved. Tensors are read with safetensors (nothing is unpickled)."""
+    from safetensors.torch import load_file
+
+    cfg, meta = read_config(directory, **overrides)
+    model = build_network(cfg, meta["image_dim"])
+    state = load_file(Path(directory) / WEIGHTS_NAME)
+    if meta["weights"] == "full":
+        model.load_state_dict(state, strict=True)
+    else:
+        model.load_trainable_state_dict(state)
+    return model
+
+
+def save_components(components: LivePhotoComponents, directory: str | Path) -> None:
+    """The network (:func:`save_network`), the scheduler and every seed-built frozen encoder."""
+    directory = Path(directory)
+    cfg = components.model.cfg
+    save_network(components.model, directory)
+    components.scheduler.save_pretrained(directory / "scheduler")
+    if cfg.base_model is None:
+        components.vae.save_pretrained(directory / "vae")
+        components.text_encoder.save_pretrained(directory / "text_encoder")
+    if cfg.image_encoder is None and components.image_encoder is not None:
+        components.image_encoder.save_pretrained(directory / "image_encoder")
+
+
+def load_components(directory: str | Path, **overrides) -> LivePhotoComponents:
+    """Inverse of :func:`save_components` (pretrained encoders come from the sources the config names)."""
+    import diffusers
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, Dinov2Model
+
+    directory = Path(directory)
+    model = load_network(directory, **overrides)
+    cfg = model.cfg
+    sub = {name: directory / name for name in ("vae", "text_encoder", "image_encoder", "scheduler")}
+    vae = frozen(AutoencoderKL.from_pretrained(sub["vae"])) if sub["vae"].is_dir() else encoders.load_vae(cfg)
+    text_encoder = (
+        frozen(CLIPTextModel.from_pretrained(sub["text_encoder"])) if sub["text_encoder"].is_dir() else encoders.load_text_encoder(cfg)
+    )
+    image_encoder = None
+    if cfg.use_content_encoder:
+        image_encoder = (
+            frozen(Dinov2Model.from_pretrained(sub["image_encoder"])) if sub["image_encoder"].is_dir() else encoders.load_image_encoder(cfg)
+        )
+    if sub["scheduler"].is_dir() and "scheduler" not in overrides:
+        scheduler = getattr(diffusers, cfg.scheduler).from_config(diffusers.DDIMScheduler.load_config(sub["scheduler"]))
+    else:
+        scheduler = build_scheduler(cfg)
+    return LivePhotoComponents(
+        model=model, vae=vae, text_encoder=text_encoder, tokenizer=encoders.build_tokenizer(cfg),
+        image_encoder=image_encoder, scheduler=scheduler,
+    )

@@ -1,0 +1,316 @@
+"""``LivePhotoPipeline``: photo + motion prompt + intensity -> video, diffusers style.
+
+    pipe = LivePhotoPipeline.from_pretrained("tiny")           # or a save_pretrained folder
+    out = pipe(image, "the bear is dancing", intensity=5, seed=0)
+    export_video(out.frames[0], "bear.mp4", fps=8)
+
+Sampling: DDIM (or ``ModelConfig.scheduler``) with classifier-free guidance on the text only
+(reference latent, intensity map and image tokens go to both branches), started from noise
+blended with the DDIM-inverted reference latent (prior inversion, paper Sec. 3.4).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from einops import rearrange, repeat
+from tqdm.auto import tqdm
+
+from model import encoders
+from model.build import LivePhotoComponents, build_livephoto, load_components, save_components
+from model.config import ModelConfig, model_preset
+from model.image import center_crop_resize, to_rgb
+from model.network import LivePhotoModel
+
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+DECODE_CHUNK = 16  # frames per VAE decode call
+
+
+@dataclass
+class LivePhotoPipelineOutput:
+    """``frames``: "np" float (batch, frames, height, width, 3) in [0, 1]; "pt" float (batch, frames,
+    3, height, width) in [0, 1]; "pil" a list (batch) of lists of PIL images; "latent" (batch, 4,
+    frames, h, w). ``token_weights``: (batch, 77) re-weighting of each prompt's tokens, or None."""
+
+    frames: Any
+    token_weights: torch.Tensor | None
+
+
+def _as_list(value, name: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) == 0:
+            raise ValueError(f"{name}: is an empty list")
+        return list(value)
+    return [value]
+
+
+def _broadcast(values: dict[str, list]) -> int:
+    """The batch size: every list has length 1 or the same length N."""
+    lengths = {name: len(v) for name, v in values.items() if len(v) != 1}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k}={n}" for k, n in lengths.items())
+        raise ValueError(f"{next(iter(lengths))}: batch sizes differ ({detail})")
+    return max(lengths.values(), default=1)
+
+
+class LivePhotoPipeline:
+    """Sampling pipeline over :class:`~model.build.LivePhotoComponents`."""
+
+    def __init__(self, model: LivePhotoModel, vae, text_encoder, tokenizer, image_encoder, scheduler):
+        self.model = model
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.image_encoder = image_encoder
+        self.scheduler = scheduler
+        self._progress_bar_config: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_components(cls, components: LivePhotoComponents) -> "LivePhotoPipeline":
+        return cls(**vars(components))
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path = "tiny", **overrides) -> "LivePhotoPipeline":
+        """A preset name (``tiny``, ``sd15``) or a ``save_pretrained`` folder; ``overrides`` set ModelConfig fields."""
+        if str(source) in ("tiny", "sd15") and not Path(source).exists():
+            return cls.from_components(build_livephoto(ModelConfig(**{**model_preset(str(source)), **overrides})))
+        return cls.from_components(load_components(source, **overrides))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Network + scheduler + seed-built encoders; layout in :mod:`model.build`."""
+        save_components(self.components, directory)
+
+    @property
+    def components(self) -> LivePhotoComponents:
+        return LivePhotoComponents(self.model, self.vae, self.text_encoder, self.tokenizer, self.image_encoder, self.scheduler)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.cfg
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "LivePhotoPipeline":
+        for module in (self.model, self.vae, self.text_encoder, self.image_encoder):
+            if module is not None:
+                module.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return encoders.vae_scale_factor(self.vae)
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        """Options for the tqdm bar over denoising steps, e.g. ``disable=True`` (as in diffusers)."""
+        self._progress_bar_config = kwargs
+
+    def progress_bar(self, total: int):
+        return tqdm(total=total, **{"desc": "denoising", **self._progress_bar_config})
+
+    # ------------------------------------------------------------------ steps
+
+    def check_inputs(self, prompts, intensities, num_frames, height, width, num_inference_steps, guidance_scale, output_type) -> None:
+        """Raise a short ValueError naming the first bad field."""
+        levels = self.config.intensity_levels
+        for prompt in prompts:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f"prompt: must be a non-empty string, got {prompt!r}")
+        for level in intensities:
+            if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 1 <= level <= levels:
+                raise ValueError(f"intensity: must be an integer 1..{levels}, got {level!r}")
+        if not isinstance(num_frames, int) or not 1 <= num_frames <= self.model.max_frames:
+            raise ValueError(f"num_frames: must be 1..{self.model.max_frames} (the motion modules' maximum), got {num_frames}")
+        for name, size in (("height", height), ("width", width)):
+            if not isinstance(size, int) or size <= 0 or size % 8:
+                raise ValueError(f"{name}: must be a positive multiple of 8, got {size}")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps: must be >= 1, got {num_inference_steps}")
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale: must be >= 0, got {guidance_scale}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type: got {output_type!r}, allowed: {', '.join(OUTPUT_TYPES)}")
+
+    @staticmethod
+    def preprocess_image(image, height: int, width: int) -> np.ndarray:
+        """PIL image / uint8 array -> uint8 (height, width, 3): RGB (alpha over white), centre crop, resize."""
+        if image is None:
+            raise ValueError("image: required")
+        return center_crop_resize(to_rgb(image), height, width)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP embeddings (batch, 77, dim) in the model dtype and token mask (batch, 77)."""
+        out = encoders.encode_prompts(self.tokenizer, self.text_encoder, prompts)
+        return out["embeddings"].to(self.device, self.dtype), out["attention_mask"].to(self.device)
+
+    @torch.no_grad()
+    def encode_reference(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 (batch, H, W, 3) -> VAE posterior-mean latents (batch, 4, h, w) and DINOv2 tokens (batch, patches, dim) | None."""
+        latents = encoders.encode_latents(self.vae, encoders.frames_to_pixels(images)).to(self.device, self.dtype)
+        tokens = None
+        if self.config.use_content_encoder:
+            pixels = encoders.image_encoder_pixels(images, self.config.image_encoder_size)
+            tokens = encoders.encode_image_tokens(self.image_encoder, pixels).to(self.device, self.dtype)
+        return latents, tokens
+
+    @staticmethod
+    def initial_noise(shape: tuple[int, ...], generators: list[torch.Generator | None]) -> torch.Tensor:
+        """Unit Gaussian (batch, 4, frames, h, w), drawn on the CPU request by request (device-independent)."""
+        return torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+
+    @torch.no_grad()
+    def invert_reference(self, reference: torch.Tensor, num_inference_steps: int, **conditions) -> torch.Tensor:
+        """DDIM inversion of the reference latent (batch, 4, h, w) to the sampler's first timestep.
+
+        The reference runs as a one-frame clip through the LivePhoto network with the
+        conditional prompt (no guidance). Returns (batch, 4, h, w).
+        """
+        from diffusers import DDIMInverseScheduler
+
+        config = dict(self.scheduler.config)
+        if config.get("timestep_spacing") not in ("leading", "trailing"):
+            config["timestep_spacing"] = "trailing"  # ends at t = T-1 like "linspace" starts there
+        inverse = DDIMInverseScheduler.from_config(config)
+        inverse.set_timesteps(num_inference_steps, device=self.device)
+        latents = rearrange(reference, "b c h w -> b c 1 h w")
+        for t in inverse.timesteps:
+            noise = self.model(latents, t, reference_latents=reference, **conditions).sample
+            latents = inverse.step(noise, t, latents).prev_sample
+        return latents[:, :, 0]
+
+    def blend_weights(self, num_frames: int, first: float, last: float) -> torch.Tensor:
+        """a_n falling linearly from ``first`` (frame 0) to ``last`` (last frame): (frames,)."""
+        return torch.linspace(first, last, num_frames, dtype=torch.float32)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(batch, 4, frames, h, w) -> float (batch, frames, 3, height, width) in [0, 1]."""
+        flat = rearrange(latents, "b c f h w -> (b f) c h w")
+        pixels = torch.cat([encoders.decode_latents(self.vae, chunk) for chunk in flat.split(DECODE_CHUNK)])
+        pixels = ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        return rearrange(pixels, "(b f) c h w -> b f c h w", b=latents.shape[0])
+
+    # ------------------------------------------------------------------ __call__
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        prompt: str | Sequence[str],
+        intensity: int | Sequence[int] = 5,
+        negative_prompt: str | Sequence[str] | None = None,
+        num_frames: int = 16,
+        height: int = 256,
+        width: int = 256,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        seed: int | Sequence[int] | None = None,
+        prior_inversion: bool = True,
+        prior_inversion_weights: tuple[float, float] | None = None,
+        output_type: str = "np",
+    ) -> LivePhotoPipelineOutput:
+        """Animate ``image`` following ``prompt``.
+
+        ``image``, ``prompt``, ``intensity``, ``negative_prompt``, ``generator`` and ``seed``
+        may each be a list: a batch of requests (a length-1 list or a scalar is shared by all).
+        ``image`` is a PIL image or a uint8 array (H, W[, 1|3|4]); it is converted to RGB
+        (alpha over white), centre-cropped to square and resized to (height, width).
+        ``prior_inversion_weights`` = (first frame, last frame) blend weights, default
+        ``(cfg.prior_inversion_first, cfg.prior_inversion_last)``.
+        """
+        cfg = self.config
+
+        # 1. normalise the batch and check inputs
+        if seed is not None and generator is not None:
+            raise ValueError("seed: give seed or generator, not both")
+        lists = {
+            "image": _as_list(image, "image"),
+            "prompt": _as_list(prompt, "prompt"),
+            "intensity": _as_list(intensity, "intensity"),
+            "negative_prompt": _as_list(negative_prompt if negative_prompt is not None else "", "negative_prompt"),
+            "seed": _as_list(seed, "seed"),
+            "generator": _as_list(generator, "generator"),
+        }
+        batch = _broadcast(lists)
+        lists = {k: v * batch if len(v) == 1 else v for k, v in lists.items()}
+        self.check_inputs(lists["prompt"], lists["intensity"], num_frames, height, width, num_inference_steps, guidance_scale, output_type)
+        generators = [torch.Generator().manual_seed(int(s)) for s in lists["seed"]] if seed is not None else lists["generator"]
+        do_cfg = guidance_scale > 1.0
+        device, dtype = self.device, self.dtype
+
+        # 2. preprocess the images and encode the conditions
+        images = np.stack([self.preprocess_image(im, height, width) for im in lists["image"]])
+        reference, image_tokens = self.encode_reference(images)
+        text, mask = self.encode_prompt(lists["prompt"])
+        levels = torch.tensor([int(x) for x in lists["intensity"]], device=device)
+        conditions = dict(encoder_hidden_states=text, intensity=levels, image_tokens=image_tokens, attention_mask=mask)
+        token_weights = self.model.token_weights(text, mask)
+
+        # 3. timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 4. initial latents: per-request noise, blended with the inverted reference (prior inversion)
+        f = self.vae_scale_factor
+        noise = self.initial_noise((4, num_frames, height // f, width // f), generators).to(device)
+        if prior_inversion:
+            first, last = prior_inversion_weights or (cfg.prior_inversion_first, cfg.prior_inversion_last)
+            inverted = self.invert_reference(reference, num_inference_steps, **conditions).float()
+            a = self.blend_weights(num_frames, first, last).to(device)
+            a = rearrange(a, "f -> 1 1 f 1 1")
+            noise = a * repeat(inverted, "b c h w -> b c f h w", f=num_frames) + (1.0 - a) * noise
+        latents = (noise * self.scheduler.init_noise_sigma).to(dtype)
+
+        # 5. conditions of both guidance branches: [unconditional; conditional]
+        if do_cfg:
+            neg_text, neg_mask = self.encode_prompt(lists["negative_prompt"])
+            both = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
+            branch = dict(
+                encoder_hidden_states=torch.cat([neg_text, text]), attention_mask=torch.cat([neg_mask, mask]),
+                reference_latents=both(reference), intensity=both(levels), image_tokens=both(image_tokens),
+            )
+        else:
+            branch = dict(conditions, reference_latents=reference)
+        step_kwargs = {}
+        if "generator" in inspect.signature(self.scheduler.step).parameters and batch == 1:
+            step_kwargs["generator"] = generators[0]
+
+        # 6. denoising loop
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for t in timesteps:
+                model_input = torch.cat([latents, latents]) if do_cfg else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                noise_pred = self.model(model_input, t, **branch).sample
+                if do_cfg:
+                    uncond, cond = noise_pred.chunk(2)
+                    noise_pred = uncond + guidance_scale * (cond - uncond)
+                latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+                bar.update()
+
+        # 7. decode
+        if output_type == "latent":
+            return LivePhotoPipelineOutput(frames=latents, token_weights=token_weights)
+        video = self.decode(latents)
+        if output_type == "pt":
+            frames: Any = video
+        else:
+            frames = rearrange(video, "b f c h w -> b f h w c").cpu().numpy()
+            if output_type == "pil":
+                from PIL import Image
+
+                frames = [[Image.fromarray(np.rint(fr * 255).astype(np.uint8)) for fr in clip] for clip in frames]
+        return LivePhotoPipelineOutput(frames=frames, token_weights=token_weights)
