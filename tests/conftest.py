@@ -20,3 +20,6 @@ def ray_cluster():
     ctx.enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+from sample_fixtures import first_run, sample_dir  # noqa: E402,F401  (session fixtures)

@@ -1,0 +1,78 @@
+"""Sample videos and a preprocessed tiny dataset, made once per pytest run (see conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from common.config import load
+from pipelines.config import PRESETS, PreprocessConfig
+from pipelines.preprocess import run
+from pipelines.sample_data import generate, write_video
+
+# videoid -> expected error reason for the broken rows added to the sample CSV
+BROKEN = {
+    "900001": "missing",
+    "900002": "empty",
+    "900003": "unreadable",  # random bytes
+    "900004": "unreadable",  # first 3 kB of a real MP4 (moov atom cut off)
+    "900005": "unreadable",  # AV1 in MP4: a codec decord cannot open
+    "900006": "too_short",  # 5 frames, a clip needs 15
+    "900007": "bad_duration",
+    "900008": "bad_row",  # empty caption
+}
+
+
+def add_broken_rows(root: Path) -> None:
+    folder = root / "videos" / "broken"
+    folder.mkdir(parents=True)
+    good = next((root / "videos").rglob("*.mp4")).read_bytes()
+    (folder / "900002.mp4").write_bytes(b"")
+    (folder / "900003.mp4").write_bytes(os.urandom(20000))
+    (folder / "900004.mp4").write_bytes(good[:3000])
+    with av.open(str(folder / "900005.mp4"), "w") as out:
+        stream = out.add_stream("libsvtav1", rate=8)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 10, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    write_video(np.zeros((5, 64, 64, 3), np.uint8), folder / "900006.mp4", fps=8)
+    shutil.copy(folder / "900006.mp4", folder / "900007.mp4")
+    shutil.copy(folder / "900006.mp4", folder / "900008.mp4")
+    with open(root / "videos.csv", "a", newline="") as f:
+        writer = csv.writer(f)
+        for vid in BROKEN:
+            duration = {"900007": "eight seconds"}.get(vid, "PT00H00M02S")
+            caption = "" if vid == "900008" else f"broken video {vid}"
+            writer.writerow([vid, f"videos/broken/{vid}.mp4", duration, "broken", caption])
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sample")
+    generate(root, n=20, size=64, num_frames=24, fps=8, seed=0, include_real=True, progress=False)
+    add_broken_rows(root)
+    return root
+
+
+def preprocess_config(sample_dir: Path, out: Path, **overrides) -> PreprocessConfig:
+    base = {"input.csv": str(sample_dir / "videos.csv"), "input.video_root": str(sample_dir / "videos"), "output.dir": str(out)}
+    return load(PreprocessConfig, presets=PRESETS, preset="tiny", overrides={**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def first_run(ray_cluster, sample_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "out"
+    return out, run(preprocess_config(sample_dir, out))
+
+

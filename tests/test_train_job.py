@@ -1,0 +1,171 @@
+"""The training job on real Ray Train (CPU, gloo), real Parquet and real MLflow (sqlite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from common.config import load
+from training.config import PRESETS, TrainConfig
+from training.data import DatasetError
+from training.loop import CheckpointMismatchError
+from training.run import find_checkpoints, run
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = {"samples.every": 0, "train.val_every": 0, "checkpoint.every": 1000, "train.log_every": 1}
+
+
+def train_config(data_dir: Path, out: Path, **overrides) -> TrainConfig:
+    base = {"data.dir": str(data_dir), "output.dir": str(out), **QUIET}
+    return load(TrainConfig, presets=PRESETS, preset="tiny", overrides={**base, **overrides})
+
+
+def history(summary: dict, key: str) -> dict[int, float]:
+    client = MlflowClient(tracking_uri=summary["tracking_uri"])
+    return {m.step: m.value for m in client.get_metric_history(summary["run_id"], key)}
+
+
+@pytest.mark.slow
+def test_loss_falls_and_the_run_is_tracked(first_run, tmp_path):
+    data, _ = first_run
+    out = tmp_path / "run"
+    summary = run(train_config(data, out, **{"train.steps": 30, "samples.every": 15, "train.val_every": 15, "checkpoint.every": 15}))
+    assert summary["step"] == 30
+    loss = history(summary, "loss")
+    assert sorted(loss) == list(range(1, 31))
+    first, last = np.mean([loss[s] for s in range(1, 6)]), np.mean([loss[s] for s in range(26, 31)])
+    assert last <= 0.5 * first, f"loss {first:.3f} -> {last:.3f}"
+    client = MlflowClient(tracking_uri=summary["tracking_uri"])
+    mlrun = client.get_run(summary["run_id"])
+    assert mlrun.info.status == "FINISHED" and summary["tracking_uri"] == f"sqlite:///{out}/mlflow.db"
+    assert mlrun.data.params["train.steps"] == "30" and mlrun.data.params["model.resolution"] == "64"
+    assert {"lr", "grad_norm", "samples_per_s", "val_loss"} <= set(mlrun.data.metrics)
+    assert sorted(history(summary, "val_loss")) == [15, 30]
+    samples = [a.path for a in client.list_artifacts(summary["run_id"], "samples/step_00000015")]
+    assert len(samples) == 4 and all(p.endswith(".gif") for p in samples)  # 2 images x 2 prompts
+    assert any(a.path == "final_model/config.json" for a in client.list_artifacts(summary["run_id"], "final_model"))
+    # the final model loads through the model's own loader and animates
+    from model.pipeline import LivePhotoPipeline
+
+    pipe = LivePhotoPipeline.from_pretrained(summary["final_model"])
+    video = pipe(np.zeros((64, 64, 3), np.uint8), "the camera pans left", intensity=4, num_frames=8, height=64, width=64,
+                 num_inference_steps=2, seed=0).frames
+    assert video.shape == (1, 8, 64, 64, 3)
+    assert [p.name for p in find_checkpoints(str(out))] == ["checkpoint_step_00000015", "checkpoint_step_00000030"]
+
+
+@pytest.mark.slow
+def test_resume_reproduces_the_uninterrupted_losses(first_run, tmp_path):
+    data, _ = first_run
+    same = {"optim.schedule": "constant", "optim.warmup_steps": 0, "checkpoint.every": 4}
+    full = run(train_config(data, tmp_path / "a", **same, **{"train.steps": 8}))
+    part = run(train_config(data, tmp_path / "b", **same, **{"train.steps": 4}))
+    resumed = run(train_config(data, tmp_path / "b", **same, **{"train.steps": 8, "resume": "latest"}))
+    assert resumed["run_id"] == part["run_id"] and resumed["step"] == 8  # the same MLflow run continues
+    a, b = history(full, "loss"), history(resumed, "loss")
+    assert sorted(b) == list(range(1, 9))
+    np.testing.assert_allclose([b[s] for s in range(5, 9)], [a[s] for s in range(5, 9)], rtol=1e-4)
+
+
+def test_bad_inputs_fail_at_start(ray_cluster, first_run, tmp_path):
+    data, _ = first_run
+    with pytest.raises(DatasetError, match="data.dir: no such folder"):
+        run(train_config(tmp_path / "nope", tmp_path / "o1"))
+    empty = tmp_path / "empty"
+    (empty / "clips").mkdir(parents=True)
+    shutil.copy(data / "dataset.json", empty / "dataset.json")
+    with pytest.raises(DatasetError, match="has no clips"):
+        run(train_config(empty, tmp_path / "o2"))
+    with pytest.raises(DatasetError, match="caption embeddings are 32-wide but the model's text encoder is 64-wide"):
+        run(train_config(data, tmp_path / "o3", **{"model.tiny_text_hidden_size": 64}))
+    with pytest.raises(DatasetError, match="need at least 400"):
+        run(train_config(data, tmp_path / "o4", **{"train.batch_size": 400}))
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "state.json").write_text(json.dumps({"state": {"step": 3}, "model": {"reweight_layers": 2}, "trainable": []}))
+    with pytest.raises(CheckpointMismatchError, match="written for another model config"):
+        run(train_config(data, tmp_path / "o5", resume=str(checkpoint)))
+    assert not list((tmp_path / "o5").glob("*.db"))  # nothing was started
+
+
+def _descendants_named(pid: int, needle: str) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if needle in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _logged_steps(out: Path) -> int:
+    """Highest step with a loss in the run's MLflow store (0 if none yet)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{out}/mlflow.db?mode=ro", uri=True, timeout=1) as db:
+            row = db.execute("select max(step) from metrics where key = 'loss'").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0] or 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_killed_worker_restarts_from_the_last_checkpoint(first_run, tmp_path):
+    data, _ = first_run
+    out = tmp_path / "run"
+    args = [sys.executable, "jobs/train.py", "--preset", "tiny", "--data.dir", str(data), "--output.dir", str(out),
+            "--train.steps", "24", "--checkpoint.every", "6", "--samples.every", "0", "--train.val_every", "0",
+            "--train.log_every", "1", "--scaling.max_failures", "2"]
+    log = open(tmp_path / "log.txt", "w")
+    proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    killed = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and killed is None:
+        # kill once the step-6 checkpoint is registered (the worker has gone on past it)
+        if list(out.glob("checkpoints/*/checkpoint_step_00000006")) and _logged_steps(out) >= 9:
+            workers = _descendants_named(proc.pid, "RayTrainWorker")
+            if workers:
+                killed = workers[0].pid
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    rc = proc.wait(timeout=400)
+    text = (tmp_path / "log.txt").read_text()
+    assert killed is not None, "never saw the first checkpoint and a training worker to kill\n" + text[-3000:]
+    assert rc == 0, text[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("livephoto").experiment_id])
+    steps = {m.step for m in client.get_metric_history(mlrun.info.run_id, "loss")}
+    assert max(steps) == 24 and mlrun.data.metrics["restarts"] >= 1
+    restarted = [m.value for m in client.get_metric_history(mlrun.info.run_id, "restarts")]
+    assert restarted[0] == 0 and restarted[-1] >= 1
+    assert [p.name for p in find_checkpoints(str(out))][-1] == "checkpoint_step_00000024"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_two_workers_on_a_two_node_cluster(first_run, tmp_path):
+    """DDP over gloo, one worker per node of a 2-node cluster (ray.cluster_utils.Cluster, in a subprocess)."""
+    data, _ = first_run
+    script = REPO / "tests" / "two_node_train.py"
+    proc = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True, timeout=450)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 4
+    replicas = json.loads(MlflowClient(tracking_uri=summary["tracking_uri"]).get_run(summary["run_id"]).data.tags["replicas"])
+    assert sorted(r["rank"] for r in replicas) == [0, 1]
+    assert len({r["node"] for r in replicas}) == 2  # one worker per node
+    assert len({r["sha1"] for r in replicas}) == 1  # identical parameters on both ranks

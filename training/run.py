@@ -1,0 +1,128 @@
+"""The training job's driver: check the inputs, open the MLflow run, launch Ray Train.
+
+Fails at start, with a message naming the setting, for: a missing dataset folder, an empty
+dataset, a dataset built for another model (embedding widths, frames, resolution), too few
+clips for the workers and batch size, and a ``--resume`` checkpoint of another model config.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from common.config import ConfigError, to_dict
+from training.config import TrainConfig
+from training.data import DatasetError, check_compatible, open_dataset
+from training.loop import CheckpointMismatchError, checkpoint_step, read_checkpoint_meta, train_loop_per_worker
+from training.tracking import end_run, start_run
+
+
+def find_checkpoints(out_dir: str) -> list[Path]:
+    """Every checkpoint under ``<out_dir>/checkpoints``, oldest step first."""
+    root = Path(out_dir) / "checkpoints"
+    found = [p for p in root.glob("*/checkpoint_step_*") if (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: (checkpoint_step(p), p.stat().st_mtime))
+
+
+def resolve_resume(resume: str | None, out_dir: str) -> Path | None:
+    if resume is None:
+        return None
+    if resume == "latest":
+        found = find_checkpoints(out_dir)
+        if not found:
+            raise ConfigError(f"resume: no checkpoint under {out_dir}/checkpoints to resume from")
+        return found[-1]
+    path = Path(resume)
+    if not (path / "state.json").is_file():
+        raise ConfigError(f"resume: {resume} is not a training checkpoint folder (no state.json)")
+    return path
+
+
+def sample_images(data: Any, count: int) -> list[list]:
+    """First frames of the first ``count`` validation clips (topped up with training clips)."""
+    import numpy as np
+
+    from pipelines.schema import decode_array
+
+    if count == 0 or "frames" not in data.info["arrays"]:
+        return []
+    rows = data.val.select_columns(["frames"]).take(count) if data.val is not None else []
+    if len(rows) < count:
+        rows += data.train.select_columns(["frames"]).take(count - len(rows))
+    spec = data.info["arrays"]["frames"]
+    return [np.asarray(decode_array(r["frames"], spec)[0]).tolist() for r in rows]
+
+
+def run(cfg: TrainConfig) -> dict[str, Any]:
+    """Train; returns ``{"step", "loss", "checkpoint", "run_id", "tracking_uri", "final_model"}``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from model.encoders import encoder_dims
+
+    out = os.path.abspath(cfg.output.dir)
+    os.makedirs(out, exist_ok=True)
+    resume = resolve_resume(cfg.resume, out)
+    run_id = None
+    if resume is not None:
+        meta = read_checkpoint_meta(resume)
+        run_id = meta.get("mlflow_run_id")
+        if meta["model"] != to_dict(cfg)["model"]:
+            differing = sorted(k for k in meta["model"] if meta["model"][k] != to_dict(cfg)["model"].get(k))
+            raise CheckpointMismatchError(f"resume: checkpoint {resume} was written for another model config (model.{', model.'.join(differing[:5])} differ)")
+
+    data = open_dataset(cfg.data)
+    dims = encoder_dims(cfg.model)
+    check_compatible(data.info, cfg.model, dims["text_dim"], dims["image_dim"] if cfg.model.use_content_encoder else None)
+    needed = cfg.scaling.num_workers * cfg.train.batch_size
+    if data.num_train < needed:
+        raise DatasetError(
+            f"data.dir: {data.num_train} training clips, but {cfg.scaling.num_workers} worker(s) x batch_size "
+            f"{cfg.train.batch_size} need at least {needed}"
+        )
+
+    if cfg.data.materialize:
+        data.train = data.train.materialize()  # small datasets: epochs re-read the object store, not Parquet
+
+    uri, run_id = start_run(cfg, out, run_id)
+    config = {
+        "cfg": to_dict(cfg), "run_id": run_id, "tracking_uri": uri, "output_dir": out, "arrays": data.info["arrays"],
+        "resume_from": str(resume) if resume else None, "has_val": data.val is not None,
+        "sample_images": sample_images(data, cfg.samples.count),
+    }
+    ordered = ray.train.DataConfig.default_ingest_options()
+    ordered.preserve_order = True  # a fixed order per seed: resumed runs see the same batches
+    datasets = {"train": data.train, **({"val": data.val} if data.val is not None else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})},
+            placement_strategy=cfg.scaling.placement_strategy,
+        ),
+        run_config=ray.train.RunConfig(
+            name=time.strftime("train-%Y%m%d-%H%M%S"),
+            storage_path=os.path.join(out, "checkpoints"),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+        ),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ordered),
+    )
+    ok = False
+    try:
+        result = trainer.fit()
+        ok = result.error is None
+    finally:
+        end_run(uri, run_id, ok)
+    if result.error is not None:
+        raise result.error
+    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    return {
+        "step": result.metrics.get("step"), "loss": result.metrics.get("loss"), "checkpoint": checkpoint,
+        "run_id": run_id, "tracking_uri": uri, "final_model": os.path.join(out, "final_model"),
+        "train_clips": data.num_train, "val_clips": data.num_val,
+    }

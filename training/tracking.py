@@ -1,0 +1,137 @@
+"""MLflow tracking: the driver opens (or continues) the run, rank 0 logs into it.
+
+Embedded default: ``sqlite:///<output.dir>/mlflow.db`` with artifacts in
+``<output.dir>/mlartifacts`` (no server). On a cluster, ``mlflow.tracking_uri`` points at the
+server that cluster.yaml starts on the head node.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.config import flatten
+from training.config import TrainConfig
+
+
+def tracking_uri(cfg: TrainConfig, out_dir: str) -> str:
+    return cfg.mlflow.tracking_uri or f"sqlite:///{os.path.join(out_dir, 'mlflow.db')}"
+
+
+def start_run(cfg: TrainConfig, out_dir: str, run_id: str | None = None) -> tuple[str, str]:
+    """Create the MLflow run (params = the flattened config), or mark a resumed one running again."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(cfg, out_dir)
+    client = MlflowClient(tracking_uri=uri)
+    if run_id is not None:
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, "resumed", "true")
+        return uri, run_id
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+    if experiment is None:
+        artifacts = None if cfg.mlflow.tracking_uri else Path(out_dir, "mlartifacts").resolve().as_uri()
+        experiment_id = client.create_experiment(cfg.mlflow.experiment, artifact_location=artifacts)
+    else:
+        experiment_id = experiment.experiment_id
+    run = client.create_run(experiment_id, run_name=cfg.mlflow.run_name or Path(out_dir).name)
+    from mlflow.entities import Param
+
+    params = [Param(k, str(v)[:500]) for k, v in flatten(cfg).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[i : i + 100])
+    return uri, run.info.run_id
+
+
+def end_run(uri: str, run_id: str, ok: bool) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=uri).set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+class WorkerTracker:
+    """Rank 0's logger: metrics, sample videos every ``samples.every`` steps, the final model."""
+
+    def __init__(self, config: dict[str, Any], cfg: TrainConfig, components: Any, rank: int):
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=config["tracking_uri"])
+        self.run_id = config["run_id"]
+        self.cfg, self.components, self.config = cfg, components, config
+        self.refs = [np.asarray(r, dtype=np.uint8) for r in config.get("sample_images", [])]
+
+    def log(self, state: Any, metrics: dict[str, float], model: Any, ema: Any) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        if metrics:
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, state.step) for k, v in metrics.items()])
+        every = self.cfg.samples.every
+        if every and state.step % every == 0:
+            self.log_samples(state.step, model)
+
+    def log_samples(self, step: int, model: Any) -> list[str]:
+        """One GIF per (reference image, prompt, intensity), same seeds every time."""
+        from model.pipeline import LivePhotoPipeline
+        from model.video_io import export_video
+
+        if not self.refs:
+            return []
+        c, s = self.components, self.cfg.samples
+        pipe = LivePhotoPipeline(model, c.vae, c.text_encoder, c.tokenizer, c.image_encoder, c.scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        was_training = model.training
+        model.eval()
+        names = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, image in enumerate(self.refs):
+                n = len(s.prompts)
+                out = pipe(
+                    [image] * n, list(s.prompts), intensity=list(s.intensities), num_frames=self.cfg.model.num_frames,
+                    height=self.cfg.model.resolution, width=self.cfg.model.resolution,
+                    num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, seed=[s.seed] * n,
+                    output_type="np",
+                )
+                for j, (prompt, level) in enumerate(zip(s.prompts, s.intensities)):
+                    slug = "".join(ch if ch.isalnum() else "_" for ch in prompt)[:40]
+                    path = Path(tmp) / f"img{i}_{slug}_i{level}.gif"
+                    export_video(out.frames[j], path, fps=8, format="gif")
+                    names.append(path.name)
+            self.client.log_artifacts(self.run_id, tmp, artifact_path=f"samples/step_{step:08d}")
+        model.train(was_training)
+        return names
+
+    def finish(self, state: Any, model: Any, ema: Any, replicas: list[dict[str, Any]]) -> None:
+        """Save the final model (EMA weights when on) and log it; optionally register it."""
+        import json
+
+        from model.build import save_components
+
+        self.client.set_tag(self.run_id, "replicas", json.dumps(replicas))
+
+        if ema is not None:
+            params = dict(model.named_parameters())
+            for name, value in ema.shadow.items():
+                params[name].data.copy_(value)
+        final = Path(self.config["output_dir"]) / "final_model"
+        save_components(self.components, final)
+        self.client.set_tag(self.run_id, "final_model", str(final))
+        self.client.log_metric(self.run_id, "final_step", state.step, step=state.step)
+        if self.cfg.mlflow.log_model:
+            self.client.log_artifacts(self.run_id, str(final), artifact_path="final_model")
+            if self.cfg.mlflow.register_as:
+                run = self.client.get_run(self.run_id)
+                source = f"{run.info.artifact_uri}/final_model"
+                from mlflow.exceptions import MlflowException
+
+                try:
+                    self.client.create_registered_model(self.cfg.mlflow.register_as)
+                except MlflowException as exc:  # already registered: add a version to it
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                self.client.create_model_version(self.cfg.mlflow.register_as, source, run_id=self.run_id)
