@@ -3,9 +3,10 @@
 1. starts a private local Ray head (common.raylocal.LocalRayHead; stopped at the end),
 2. writes the sample WebVid-style dataset (pipelines.sample_data),
 3. submits the preprocessing job with ``ray job submit --working-dir .``,
-4. prints where the dataset is and its summary.
+4. submits the training job (tiny preset) on that dataset, tracked in a sqlite MLflow store,
+5. prints where the dataset, the checkpoints, the MLflow run and the trained model are.
 
-    python scripts/demo.py [--out runs/demo] [--n 64]
+    python scripts/demo.py [--out runs/demo] [--n 64] [--steps 60]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="folder for everything the demo writes")
     parser.add_argument("--n", type=int, default=64, help="synthetic sample clips")
+    parser.add_argument("--steps", type=int, default=60, help="training steps")
     args = parser.parse_args(argv)
     out = (ROOT / args.out).resolve() if not os.path.isabs(args.out) else Path(args.out)
-    data, dataset = out / "sample_data", out / "dataset"
+    data, dataset, train = out / "sample_data", out / "dataset", out / "train"
 
     step(f"sample data -> {data}")
     subprocess.run([sys.executable, "-m", "pipelines.sample_data", "--out", str(data), "--n", str(args.n), "--overwrite"], cwd=ROOT, check=True)
@@ -54,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
             "--input.csv", str(data / "videos.csv"), "--input.video_root", str(data / "videos"),
             "--output.dir", str(dataset), "--output.overwrite", "true",
         ])
+        step("training job (ray job submit)")
+        if train.exists():
+            shutil.rmtree(train)  # the demo always starts a fresh run
+        submit(head, [
+            "jobs/train.py", "--preset", "tiny", "--data.dir", str(dataset), "--output.dir", str(train),
+            "--train.steps", str(args.steps), "--samples.every", str(max(1, args.steps // 2)),
+            "--train.val_every", str(max(1, args.steps // 2)), "--checkpoint.every", str(max(1, args.steps // 2)),
+        ])
     step("stopped the local Ray head")
 
     summary = json.loads((dataset / "summary.json").read_text())
@@ -62,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  errors:  {dataset / 'errors'} ({summary['rows_error']} rows: {summary['errors']})")
     print(f"  summary: {dataset / 'summary.json'}  histogram: {dataset / 'intensity_hist.png'}")
     print(f"  rows_in={summary['rows_in']} accounted={summary['rows_accounted']} elapsed={summary['elapsed_s']} s")
+    print(f"\nTraining run: {train}")
+    print(f"  checkpoints: {train / 'checkpoints'}")
+    print(f"  model:       {train / 'final_model'}  (python -m model.animate --model {train / 'final_model'} --image photo.jpg --prompt ... --out out.mp4)")
+    print(f"  MLflow:      mlflow ui --backend-store-uri sqlite:///{train / 'mlflow.db'}")
     return 0
 
 

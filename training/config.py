@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from common.config import check, check_choice, nested, opt, required
+from common.config import check, nested, opt, required
 from model.config import ModelConfig, model_preset
 
 TRAINABLE_CHOICES = ("conv_in", "motion", "content", "reweight", "base")
@@ -138,11 +138,11 @@ class TrainConfig:
     model: ModelConfig = nested(ModelConfig, "the LivePhoto model")
     output: TrainOutputConfig = nested(TrainOutputConfig, "where the run goes")
     resume: str | None = opt(None, "continue a stopped run: a checkpoint folder, or 'latest' (newest in output.dir)")
+    init_from: str | None = opt(None, "start a new stage from a checkpoint's weights (fresh optimizer, step 0, new MLflow run)")
     ray_address: str | None = opt(None, "Ray cluster to join; None = the job's cluster or a new local one")
 
     def __post_init__(self) -> None:
-        for name in ("mixed_precision",):
-            check_choice(getattr(self.train, name), f"train.{name}", ("auto", "bf16", "no"))
+        check(self.resume is None or self.init_from is None, "init_from", "give resume or init_from, not both")
 
 
 def _tiny() -> dict[str, Any]:

@@ -138,7 +138,7 @@ def save_checkpoint(directory: str | Path, model, optimizer, lr_scheduler, ema: 
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / STATE_FILE
     if not path.is_file():
-        raise CheckpointMismatchError(f"resume: {directory} is not a training checkpoint (no {STATE_FILE})")
+        raise CheckpointMismatchError(f"{directory} is not a training checkpoint (no {STATE_FILE})")
     return json.loads(path.read_text())
 
 
@@ -147,14 +147,7 @@ def load_checkpoint(directory: str | Path, model, optimizer, lr_scheduler, ema: 
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    meta = read_checkpoint_meta(directory)
-    ours = json.loads(json.dumps(asdict(cfg.model), default=list))
-    differing = sorted(k for k in set(ours) | set(meta["model"]) if ours.get(k) != meta["model"].get(k))
-    if differing:
-        raise CheckpointMismatchError(
-            f"resume: checkpoint {directory} was written for another model config; differing fields: "
-            + ", ".join(f"model.{k} (checkpoint {meta['model'].get(k)!r}, now {ours.get(k)!r})" for k in differing[:5])
-        )
+    meta = check_model_config(directory, cfg)
     model.load_trainable_state_dict(load_file(directory / TRAINABLE_FILE))
     extra = torch.load(directory / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
     if meta["trainable"] == cfg.train.trainable:
@@ -165,6 +158,31 @@ def load_checkpoint(directory: str | Path, model, optimizer, lr_scheduler, ema: 
         for k, v in load_file(directory / EMA_FILE).items():
             ema.shadow[k].copy_(v)
     return TrainState(**meta["state"])
+
+
+def check_model_config(directory: str | Path, cfg: TrainConfig) -> dict[str, Any]:
+    """The checkpoint's metadata; raise if it was written for another model config."""
+    meta = read_checkpoint_meta(directory)
+    ours = json.loads(json.dumps(asdict(cfg.model), default=list))
+    differing = sorted(k for k in set(ours) | set(meta["model"]) if ours.get(k) != meta["model"].get(k))
+    if differing:
+        raise CheckpointMismatchError(
+            f"checkpoint {directory} was written for another model config; differing fields: "
+            + ", ".join(f"model.{k} (checkpoint {meta['model'].get(k)!r}, now {ours.get(k)!r})" for k in differing[:5])
+        )
+    return meta
+
+
+def load_weights(directory: str | Path, model, ema: EMA | None, cfg: TrainConfig) -> None:
+    """A new stage: only the trainable weights of a checkpoint (no optimizer, step or data position)."""
+    from safetensors.torch import load_file
+
+    check_model_config(directory, cfg)
+    model.load_trainable_state_dict(load_file(Path(directory) / TRAINABLE_FILE))
+    if ema is not None:
+        params = dict(model.named_parameters())
+        for name in ema.shadow:
+            ema.shadow[name].copy_(params[name].detach())
 
 
 # --------------------------------------------------------------------------- the worker
@@ -242,6 +260,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         state.restarts += 1
     elif config.get("resume_from"):
         state = load_checkpoint(config["resume_from"], model, optimizer, lr_scheduler, ema, cfg)
+    elif cfg.init_from:
+        load_weights(cfg.init_from, model, ema, cfg)
 
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)

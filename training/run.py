@@ -15,7 +15,7 @@ from typing import Any
 from common.config import ConfigError, to_dict
 from training.config import TrainConfig
 from training.data import DatasetError, check_compatible, open_dataset
-from training.loop import CheckpointMismatchError, checkpoint_step, read_checkpoint_meta, train_loop_per_worker
+from training.loop import check_model_config, checkpoint_step, train_loop_per_worker
 from training.tracking import end_run, start_run
 
 
@@ -67,11 +67,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     resume = resolve_resume(cfg.resume, out)
     run_id = None
     if resume is not None:
-        meta = read_checkpoint_meta(resume)
-        run_id = meta.get("mlflow_run_id")
-        if meta["model"] != to_dict(cfg)["model"]:
-            differing = sorted(k for k in meta["model"] if meta["model"][k] != to_dict(cfg)["model"].get(k))
-            raise CheckpointMismatchError(f"resume: checkpoint {resume} was written for another model config (model.{', model.'.join(differing[:5])} differ)")
+        run_id = check_model_config(resume, cfg).get("mlflow_run_id")
+    if cfg.init_from is not None:
+        check_model_config(cfg.init_from, cfg)
 
     data = open_dataset(cfg.data)
     dims = encoder_dims(cfg.model)
