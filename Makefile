@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench-preprocess bench-inference clean-runs
+.PHONY: install demo test browser-deps bench-preprocess bench-inference bench-serve clean-runs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,28 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium + chromedriver for the serving page's browser test (tests/test_serve.py);
+# installed only when missing and when we are root (CI is); otherwise the test says what to install.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else \
+	    echo "browser-deps: not root; install chromium and chromium-driver to run the browser test"; \
+	  fi; \
+	fi
 
 bench-preprocess: $(STAMP)
 	$(BIN)/python benchmarks/preprocess.py
 
 bench-inference: $(STAMP)
 	$(BIN)/python benchmarks/inference.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve.py
 
 clean-runs:
 	rm -rf runs

@@ -139,7 +139,7 @@ def ssim_score(frames: np.ndarray | torch.Tensor) -> float:
     """Mean SSIM of adjacent frames: uint8 (frames, height, width, 3) -> float in [-1, 1]."""
     from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-    x = torch.as_tensor(np.asarray(frames)).float()
+    x = torch.tensor(np.asarray(frames), dtype=torch.float32)  # a copy: decoded frames may be read-only buffers
     grey = (x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114).unsqueeze(1)  # (f, 1, h, w)
     kernel = min(11, (min(grey.shape[-2:]) // 2) * 2 - 1)
     value = ssim(grey[1:], grey[:-1], data_range=255.0, kernel_size=kernel, reduction="elementwise_mean")

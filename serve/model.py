@@ -1,0 +1,200 @@
+"""The model side of the Serve app: load a LivePhoto pipeline from any model source, and the
+``LivePhotoModel`` deployment that holds it and batches requests.
+
+:func:`load_pipeline` and :func:`animate_batch` are plain functions (no Ray): tests and the
+benchmark call them directly; the deployment only adds ``@serve.batch`` around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from ray import serve
+
+from common.config import ConfigError, from_dict
+from serve.config import ServeConfig, model_kind
+from serve.schema import AnimateRequest, AnimateResult
+
+CHECKPOINT_WEIGHTS = "trainable.safetensors"  # training/loop.py: TRAINABLE_FILE
+CHECKPOINT_STATE = "state.json"  # training/loop.py: STATE_FILE
+
+
+def resolve_model_dir(source: str, tracking_uri: str | None = None, download_dir: str | None = None) -> Path:
+    """A local folder for ``source``: MLflow URIs are downloaded, folders are checked."""
+    if model_kind(source) == "mlflow":
+        import mlflow.artifacts
+
+        try:
+            uri = _model_version_uri(source, tracking_uri) if source.startswith("models:/") else source
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=download_dir, tracking_uri=tracking_uri)
+        except Exception as exc:  # MlflowException, OSError, ...: say which URI failed
+            raise ConfigError(f"model: could not download {source!r} from MLflow ({type(exc).__name__}: {exc})") from None
+        return Path(local)
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"model: {source!r} is neither a preset (tiny, sd15), an existing folder nor an MLflow URI (runs:/..., models:/...)")
+    return path
+
+
+def _model_version_uri(source: str, tracking_uri: str | None) -> str:
+    """``models:/<name>/<version>`` or ``models:/<name>@<alias>`` -> the version's artifact URI
+    (looked up in the registry at ``tracking_uri``, which also serves as the registry URI)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    rest = source[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return client.get_model_version_by_alias(name, alias).source
+    name, _, version = rest.rpartition("/")
+    if not name or not version.isdigit():
+        raise ConfigError(f"model: expected models:/<name>/<version> or models:/<name>@<alias>, got {source!r}")
+    return client.get_model_version_download_uri(name, version)
+
+
+def load_pipeline(source: str, tracking_uri: str | None = None):
+    """``tiny`` / ``sd15``, a ``save_pretrained`` folder, a training checkpoint folder
+    (``trainable.safetensors`` + ``state.json``), or an MLflow URI of either."""
+    from model.pipeline import LivePhotoPipeline
+
+    if model_kind(source) == "preset":
+        return LivePhotoPipeline.from_pretrained(source)
+    with tempfile.TemporaryDirectory(prefix="livephoto-model-") as tmp:
+        directory = resolve_model_dir(source, tracking_uri, download_dir=tmp)
+        if (directory / CHECKPOINT_STATE).is_file() and (directory / CHECKPOINT_WEIGHTS).is_file():
+            return _load_checkpoint(directory)
+        try:
+            return LivePhotoPipeline.from_pretrained(directory)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"model: {source!r} is not a LivePhoto save_pretrained folder or training checkpoint ({exc})") from None
+
+
+def _load_checkpoint(directory: Path):
+    """A training checkpoint: rebuild the network from its ModelConfig, load the trained weights."""
+    from safetensors.torch import load_file
+
+    from model.build import build_livephoto
+    from model.config import ModelConfig
+    from model.pipeline import LivePhotoPipeline
+
+    meta = json.loads((directory / CHECKPOINT_STATE).read_text())
+    if "model" not in meta:
+        raise ConfigError(f"model: {directory / CHECKPOINT_STATE} has no 'model' section; not a training checkpoint")
+    components = build_livephoto(from_dict(ModelConfig, meta["model"], prefix="model"))
+    components.model.load_trainable_state_dict(load_file(directory / CHECKPOINT_WEIGHTS))
+    return LivePhotoPipeline.from_components(components)
+
+
+def animate_batch(pipe, requests: Sequence[AnimateRequest]) -> list[AnimateResult | Exception]:
+    """Run ``requests`` in as few forwards as possible: one per group of equal ``batch_key``.
+
+    Returns one entry per request, in order: its frames, or the exception its group raised
+    (one bad group never fails the others).
+    """
+    groups: dict[tuple, list[int]] = collections.defaultdict(list)
+    for i, req in enumerate(requests):
+        groups[req.batch_key()].append(i)
+    results: list[AnimateResult | Exception] = [None] * len(requests)  # type: ignore[list-item]
+    for (num_frames, steps, guidance, height, width), index in groups.items():
+        group = [requests[i] for i in index]
+        start = time.perf_counter()
+        try:
+            out = pipe(
+                image=[r.image for r in group],
+                prompt=[r.prompt for r in group],
+                intensity=[r.intensity for r in group],
+                negative_prompt=[r.negative_prompt for r in group],
+                seed=[r.seed for r in group],
+                num_frames=num_frames,
+                height=height,
+                width=width,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                output_type="np",
+            )
+        except Exception as exc:  # noqa: BLE001 - handed back to the request(s) at fault
+            if len(index) == 1:
+                results[index[0]] = exc
+            else:  # find which request failed: run each alone, so the others still get their video
+                for i, r in zip(index, group):
+                    results[i] = animate_batch(pipe, [r])[0]
+            continue
+        seconds = time.perf_counter() - start
+        frames = np.rint(np.clip(out.frames, 0.0, 1.0) * 255.0).astype(np.uint8)  # (batch, frames, H, W, 3)
+        for j, i in enumerate(index):
+            results[i] = AnimateResult(frames=frames[j], inference_s=seconds, batch_size=len(index))
+    return results
+
+
+def model_info(pipe, cfg: ServeConfig) -> dict[str, Any]:
+    """What is loaded, as ``GET /v1/model`` shows it (no weights paths beyond the configured source)."""
+    mcfg = pipe.config
+    max_frames = int(pipe.model.max_frames)
+    if cfg.max_num_frames is not None:
+        max_frames = min(max_frames, cfg.max_num_frames)
+    return {
+        "model": cfg.model,
+        "source": cfg.model_kind,
+        "resolution": int(mcfg.resolution),
+        "num_frames": int(min(mcfg.num_frames, max_frames)),
+        "max_frames": max_frames,
+        "intensity_levels": int(mcfg.intensity_levels),
+        "device": str(pipe.device),
+        "dtype": str(pipe.dtype).replace("torch.", ""),
+        "scheduler": type(pipe.scheduler).__name__,
+    }
+
+
+def _device(cfg: ServeConfig) -> str:
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.device
+
+
+@serve.deployment(name="LivePhotoModel")
+class LivePhotoModel:
+    """Holds the pipeline on its device; ``animate`` calls from all clients are batched."""
+
+    def __init__(self, cfg: ServeConfig):
+        import torch
+
+        self.cfg = cfg
+        device = _device(cfg)
+        dtype = getattr(torch, cfg.dtype)
+        if device == "cpu" and dtype != torch.float32:
+            raise ConfigError(f"dtype: must be float32 on cpu, got {cfg.dtype}")
+        self.pipe = load_pipeline(cfg.model, cfg.mlflow_tracking_uri).to(device, dtype)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.info = model_info(self.pipe, cfg)
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self._batched.set_max_batch_size(cfg.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    async def describe(self) -> dict[str, Any]:
+        """Model info plus the batch sizes this replica has seen: ``{requests in one @serve.batch call: count}``."""
+        return {
+            **self.info,
+            "max_batch_size": self.cfg.max_batch_size,
+            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+        }
+
+    async def animate(self, request: AnimateRequest) -> AnimateResult:
+        result = await self._batched(request)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def _batched(self, requests: list[AnimateRequest]) -> list[AnimateResult | Exception]:
+        self.batch_sizes[len(requests)] += 1
+        # the forward runs in a thread so this replica keeps accepting (and queueing) requests
+        return await asyncio.to_thread(animate_batch, self.pipe, requests)
