@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,11 +82,14 @@ def test_job_cli_config_errors_exit_2_with_one_line():
     assert help_out.returncode == 0 and "--flow.backend" in help_out.stdout and "optical-flow estimator" in help_out.stdout
 
 
-@pytest.mark.parametrize("path", sorted(p.name for p in __import__("pathlib").Path("configs").glob("*.yaml")))
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load(path):
     """Every YAML under configs/ is a valid config of its job (no unknown keys, valid values)."""
     from training.config import PRESETS as TRAIN_PRESETS, TrainConfig
 
     cls, presets = (TrainConfig, TRAIN_PRESETS) if path.startswith("train") else (PreprocessConfig, PRESETS)
-    cfg = load(cls, presets=presets, config_file=f"configs/{path}")
+    cfg = load(cls, presets=presets, config_file=CONFIGS / path)
     assert cfg.output.dir
