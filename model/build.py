@@ -90,12 +90,12 @@ def build_unet2d(cfg: ModelConfig):
             UNet2DConditionModel.from_pretrained, subfolder="unet", local_files_only=cfg.local_files_only,
         )
     levels = len(cfg.tiny_block_out_channels)
-    vae_factor = 2 ** (len(cfg.tiny_vae_block_out_channels) - 1)
+    dims = encoders.encoder_dims(cfg)
     with seeded(cfg.seed + SEED_OFFSETS["unet"]):
         return UNet2DConditionModel(
-            sample_size=cfg.resolution // vae_factor,
-            in_channels=4,
-            out_channels=4,
+            sample_size=cfg.resolution // dims["vae_factor"],
+            in_channels=dims["latent_channels"],
+            out_channels=dims["latent_channels"],
             down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
             block_out_channels=tuple(cfg.tiny_block_out_channels),
@@ -174,6 +174,10 @@ def build_scheduler(cfg: ModelConfig):
         )
     else:
         config = dict(SD15_SCHEDULER_CONFIG)
+    config["prediction_type"] = cfg.prediction_type
+    if cfg.autoencoder == "pixel":
+        # pixel latents are bounded: clip each x0 estimate to their range, as pixel-space DDPM/DDIM do
+        config.update(clip_sample=True, clip_sample_range=encoders.PIXEL_SCALING)
     return getattr(diffusers, cfg.scheduler).from_config(config)
 
 
@@ -298,7 +302,7 @@ def save_components(components: LivePhotoComponents, directory: str | Path) -> N
     cfg = components.model.cfg
     save_network(components.model, directory)
     components.scheduler.save_pretrained(directory / "scheduler")
-    if cfg.base_model is None:
+    if cfg.base_model is None and cfg.autoencoder == "vae":
         components.vae.save_pretrained(directory / "vae")
         components.text_encoder.save_pretrained(directory / "text_encoder")
     if cfg.image_encoder is None and components.image_encoder is not None:

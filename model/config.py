@@ -28,6 +28,8 @@ SCHEDULERS = (
 )
 """Samplers that run from SD 1.5's scheduler config (epsilon prediction, same betas)."""
 
+AUTOENCODERS = ("vae", "pixel")
+
 
 @dataclass
 class ModelConfig:
@@ -39,6 +41,10 @@ class ModelConfig:
     image_encoder: str | None = opt(None, "DINOv2 folder or hub id for the content encoder; None = tiny random")
     local_files_only: bool = opt(False, "never contact the hub; load only from disk / the HF cache")
     seed: int = opt(0, "seed of the random weights of components built from scratch")
+
+    # --- what the diffusion runs on
+    autoencoder: str = opt("vae", "vae = the SD/tiny AutoencoderKL latents; pixel = pixel space (identity autoencoder, tiny models only)")
+    pixel_patch: int = opt(1, "pixel autoencoder: space-to-depth factor (latent = 3*p*p channels at resolution/p)")
 
     # --- video geometry the model is trained for
     resolution: int = opt(256, "frame height and width in pixels (multiple of 8)")
@@ -56,6 +62,7 @@ class ModelConfig:
     image_encoder_size: int = opt(224, "side of the square image given to the image encoder")
 
     # --- sampling
+    prediction_type: str = opt("epsilon", "what the network predicts: epsilon (the paper, SD 1.5) or v_prediction (pixel-space benchmark)")
     scheduler: str = opt("DDIMScheduler", f"diffusers scheduler class used for sampling; one of {', '.join(SCHEDULERS)}")
     prior_inversion_first: float = opt(0.033, "prior-inversion blend weight a_n at the first frame")
     prior_inversion_last: float = opt(0.016, "prior-inversion blend weight a_n at the last frame (linear in between)")
@@ -87,6 +94,24 @@ class ModelConfig:
             f"must divide tiny_text_hidden_size={self.tiny_text_hidden_size}, got {self.reweight_heads}",
         )
         check_choice(self.scheduler, "scheduler", SCHEDULERS)
+        check_choice(self.autoencoder, "autoencoder", AUTOENCODERS)
+        check_choice(self.prediction_type, "prediction_type", ("epsilon", "v_prediction"))
+        check(
+            self.prediction_type == "epsilon" or self.base_model is None,
+            "prediction_type",
+            "SD 1.5's UNet predicts epsilon; v_prediction needs a base trained from scratch (base_model=None)",
+        )
+        check(
+            self.autoencoder == "vae" or self.base_model is None,
+            "autoencoder",
+            "pixel space works only with a tiny random base (base_model=None): SD 1.5's UNet is trained on VAE latents",
+        )
+        check(self.pixel_patch in (1, 2, 4, 8), "pixel_patch", f"must be one of 1, 2, 4, 8, got {self.pixel_patch}")
+        check(
+            self.resolution % (self.pixel_patch * 8) == 0 or self.autoencoder == "vae",
+            "resolution",
+            f"must be a multiple of 8*pixel_patch={8 * self.pixel_patch} in pixel space, got {self.resolution}",
+        )
         for name in ("prior_inversion_first", "prior_inversion_last"):
             value = getattr(self, name)
             check(0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value}")

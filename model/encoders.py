@@ -12,6 +12,7 @@ stages), training and the sampling pipeline, so all three encode the same way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gzip
 import importlib.util
@@ -164,9 +165,58 @@ def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str]) -> dict[str,
 # --------------------------------------------------------------------------- VAE
 
 
+PIXEL_SCALING = 2.0
+"""Latent scale of the pixel autoencoder: pixels in [-1, 1] -> latents in [-2, 2], std near 1."""
+
+
+class PixelAutoencoder(torch.nn.Module):
+    """The identity "autoencoder" of pixel-space diffusion (``ModelConfig.autoencoder="pixel"``).
+
+    Latents are the pixels in [-1, 1], rearranged space-to-depth by ``patch`` (``patch=2``:
+    (3, 64, 64) -> (12, 32, 32)), so encode -> decode is exact. It has no weights; it stands
+    in for a VAE where none is trained (a random tiny VAE would destroy the images).
+    :func:`encode_latents` multiplies by ``scaling_factor`` = :data:`PIXEL_SCALING` as it does
+    SD's 0.18215: natural images in [-1, 1] have a standard deviation near 0.5, and the SD
+    noise schedule expects unit-variance latents (at half the scale every step's
+    signal-to-noise ratio is 4x lower, and the network is slow to learn to use the reference).
+    """
+
+    def __init__(self, patch: int = 1):
+        super().__init__()
+        self.patch = patch
+        levels = int(round(np.log2(patch))) + 1
+        self.config = _PixelConfig(latent_channels=3 * patch * patch, scaling_factor=PIXEL_SCALING, block_out_channels=(3,) * levels)
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # carries device and dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._anchor.dtype
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.pixel_unshuffle(pixels, self.patch) if self.patch > 1 else pixels
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(latents, self.patch) if self.patch > 1 else latents
+
+
+@dataclasses.dataclass(frozen=True)
+class _PixelConfig:
+    latent_channels: int
+    scaling_factor: float
+    block_out_channels: tuple[int, ...]
+
+
 def load_vae(cfg: ModelConfig):
-    """Frozen ``AutoencoderKL``; SD 1.5's, or a tiny random one."""
+    """Frozen ``AutoencoderKL``; SD 1.5's, or a tiny random one; or a :class:`PixelAutoencoder`
+    when ``cfg.autoencoder == "pixel"``."""
     from diffusers import AutoencoderKL
+
+    if cfg.autoencoder == "pixel":
+        return frozen(PixelAutoencoder(cfg.pixel_patch))
 
     if cfg.base_model is not None:
         vae = load_pretrained(
@@ -209,6 +259,8 @@ def encode_latents(vae, pixels: torch.Tensor, generator: torch.Generator | None 
     multiplied by the VAE's ``scaling_factor``. ``sample=False`` takes the posterior mean
     (deterministic, what preprocessing stores); ``sample=True`` draws from the posterior.
     """
+    if isinstance(vae, PixelAutoencoder):
+        return vae.encode_pixels(pixels.to(device=vae.device, dtype=vae.dtype)) * vae.config.scaling_factor
     param = next(vae.parameters())
     dist = vae.encode(pixels.to(device=param.device, dtype=param.dtype)).latent_dist
     z = dist.sample(generator) if sample else dist.mean
@@ -218,6 +270,8 @@ def encode_latents(vae, pixels: torch.Tensor, generator: torch.Generator | None 
 @torch.no_grad()
 def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     """(n, 4, h, w) scaled latents -> (n, 3, height, width) images in [-1, 1]."""
+    if isinstance(vae, PixelAutoencoder):
+        return vae.decode_latents(latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor)
     param = next(vae.parameters())
     return vae.decode(latents.to(device=param.device, dtype=param.dtype) / vae.config.scaling_factor).sample
 
@@ -287,6 +341,8 @@ def encoder_dims(cfg: ModelConfig) -> dict[str, int]:
         text_dim, vae_levels, latent_channels = text.hidden_size, len(vae["block_out_channels"]), vae["latent_channels"]
     else:
         text_dim, vae_levels, latent_channels = cfg.tiny_text_hidden_size, len(cfg.tiny_vae_block_out_channels), 4
+    if cfg.autoencoder == "pixel":
+        vae_levels, latent_channels = int(round(np.log2(cfg.pixel_patch))) + 1, 3 * cfg.pixel_patch**2
     if cfg.image_encoder is not None:
         image = load_pretrained("DINOv2 config", cfg.image_encoder, _how("image_encoder", cfg.image_encoder),
                                 Dinov2Config.from_pretrained, local_files_only=cfg.local_files_only)

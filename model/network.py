@@ -34,12 +34,10 @@ TRAINABLE_GROUPS = ("conv_in", "motion", "content", "reweight")
 BASE_GROUP = "base"  # the SD blocks; trainable only when built from scratch (tiny)
 """Parameter groups that train; everything else (SD 1.5 blocks) stays frozen."""
 
-LATENT_CHANNELS = 4
-
-
-def input_channels(cfg: ModelConfig) -> int:
-    """Channels per frame at the UNet input for the ``use_*`` switches of ``cfg`` (10 with all on)."""
-    return LATENT_CHANNELS + LATENT_CHANNELS * cfg.use_reference_latent + int(cfg.use_frame_embedding) + int(cfg.use_intensity)
+def input_channels(cfg: ModelConfig, latent_channels: int = 4) -> int:
+    """Channels per frame at the UNet input for the ``use_*`` switches of ``cfg`` (10 with all on
+    and 4 latent channels; 3*p*p instead of 4 in pixel space)."""
+    return latent_channels * (1 + cfg.use_reference_latent) + int(cfg.use_frame_embedding) + int(cfg.use_intensity)
 
 
 def frame_embedding(num_frames: int, batch: int, height: int, width: int, *, device=None, dtype=None) -> torch.Tensor:
@@ -180,7 +178,7 @@ class LivePhotoModel(nn.Module):
         self.unet = unet
         text_dim = unet.config.cross_attention_dim
         with seeded(cfg.seed + SEED_OFFSETS["livephoto"]):
-            self._widen_conv_in(input_channels(cfg))
+            self._widen_conv_in(input_channels(cfg, self.latent_channels))
             self.content_proj = nn.Linear(image_dim, text_dim) if cfg.use_content_encoder else None
             if cfg.use_content_encoder:
                 for _, attn in spatial_cross_attentions(unet):
@@ -213,6 +211,11 @@ class LivePhotoModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.unet.device
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latents the network denoises (4 for a VAE, 3*p*p in pixel space)."""
+        return int(self.unet.config.out_channels)
 
     @property
     def max_frames(self) -> int:

@@ -266,7 +266,7 @@ class LivePhotoPipeline:
 
         # 4. initial latents: per-request noise, blended with the inverted reference (prior inversion)
         f = self.vae_scale_factor
-        noise = self.initial_noise((4, num_frames, height // f, width // f), generators).to(device)
+        noise = self.initial_noise((self.model.latent_channels, num_frames, height // f, width // f), generators).to(device)
         if prior_inversion:
             first, last = prior_inversion_weights or (cfg.prior_inversion_first, cfg.prior_inversion_last)
             inverted = self.invert_reference(reference, num_inference_steps, **conditions).float()

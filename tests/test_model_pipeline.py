@@ -161,3 +161,56 @@ def test_other_scheduler_by_config(photo):
     assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
     out = pipe(photo, "a dog runs", seed=0, **CALL)
     assert np.isfinite(out.frames).all()
+
+
+# --------------------------------------------------------------------------- pixel space
+
+
+PIXEL = dict(autoencoder="pixel", pixel_patch=2, resolution=32, num_frames=4, image_encoder_size=32)
+
+
+@pytest.mark.parametrize("patch", [1, 2, 4])
+def test_pixel_autoencoder_is_exact_and_sets_the_latent_shape(patch):
+    from model import encoders
+    from model.config import ModelConfig
+
+    cfg = ModelConfig(**{**PIXEL, "pixel_patch": patch})
+    vae = encoders.load_vae(cfg)
+    pixels = torch.rand(3, 3, 32, 32) * 2 - 1
+    latents = encoders.encode_latents(vae, pixels)
+    assert latents.shape == (3, 3 * patch * patch, 32 // patch, 32 // patch)
+    assert torch.equal(encoders.decode_latents(vae, latents), pixels)
+    dims = encoders.encoder_dims(cfg)
+    assert (dims["latent_channels"], dims["vae_factor"]) == (3 * patch * patch, patch)
+    assert encoders.vae_scale_factor(vae) == patch
+
+
+def test_pixel_space_pipeline_shapes_channels_and_round_trip(tmp_path, photo):
+    from model.config import ModelConfig
+
+    from model.build import build_livephoto
+
+    pipe = LivePhotoPipeline.from_components(build_livephoto(ModelConfig(**PIXEL)))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.model.latent_channels == 12
+    assert pipe.model.unet.conv_in.in_channels == 12 + 12 + 1 + 1  # noised | reference | frame map | intensity
+    kw = dict(num_frames=4, height=32, width=32, num_inference_steps=2, seed=3)
+    out = pipe(photo, "the view slides left", intensity=4, **kw).frames
+    assert out.shape == (1, 4, 32, 32, 3)
+    pipe.save_pretrained(tmp_path / "pixel")
+    assert not (tmp_path / "pixel" / "vae").exists()  # nothing to save: the identity has no weights
+    again = LivePhotoPipeline.from_pretrained(tmp_path / "pixel")
+    again.set_progress_bar_config(disable=True)
+    assert np.array_equal(again(photo, "the view slides left", intensity=4, **kw).frames, out)
+
+
+def test_pixel_space_is_refused_for_a_pretrained_base():
+    from common.config import ConfigError
+    from model.config import ModelConfig
+
+    with pytest.raises(ConfigError, match="autoencoder"):
+        ModelConfig(autoencoder="pixel", base_model="stable-diffusion-v1-5/stable-diffusion-v1-5")
+    with pytest.raises(ConfigError, match="autoencoder"):
+        ModelConfig(autoencoder="latent")
+    with pytest.raises(ConfigError, match="pixel_patch"):
+        ModelConfig(autoencoder="pixel", pixel_patch=3)

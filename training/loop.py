@@ -66,7 +66,8 @@ def diffusion_loss(
     noise_offset: float = 0.0,
     min_snr_gamma: float | None = None,
 ) -> torch.Tensor:
-    """Epsilon-prediction MSE of one batch (the paper's objective).
+    """Diffusion MSE of one batch: epsilon prediction (the paper's objective), or the velocity
+    when the scheduler's ``prediction_type`` is ``v_prediction`` (``model.prediction_type``).
 
     ``batch`` holds ``latents`` (b, 4, f, h, w), ``text_embedding`` (b, 77, d),
     ``attention_mask`` (b, 77), ``image_tokens`` (b, n, d') or None and ``intensity`` (b,).
@@ -94,12 +95,14 @@ def diffusion_loss(
         noisy, timesteps, encoder_hidden_states=text, reference_latents=latents[:, :, 0],
         intensity=batch["intensity"].to(device), image_tokens=batch.get("image_tokens"), attention_mask=mask,
     ).sample
-    # 3. MSE, optionally min-SNR weighted
-    per_clip = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3, 4))
+    # 3. MSE against the scheduler's target, optionally min-SNR weighted
+    velocity = noise_scheduler.config.prediction_type == "v_prediction"
+    target = noise_scheduler.get_velocity(latents, noise, timesteps) if velocity else noise
+    per_clip = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3, 4))
     if min_snr_gamma is not None:
         alphas = noise_scheduler.alphas_cumprod.to(device)[timesteps]
         snr = alphas / (1 - alphas)
-        per_clip = per_clip * torch.clamp(snr, max=min_snr_gamma) / snr
+        per_clip = per_clip * torch.clamp(snr, max=min_snr_gamma) / (snr + 1 if velocity else snr)
     return per_clip.mean()
 
 
