@@ -5,7 +5,8 @@ ground-truth sidecar, so the demo, the tests and the controllability benchmark c
 check motion labels against the truth::
 
     python -m pipelines.sample_data --out DIR --n 64 [--size 128] [--frames 32] \\
-        [--fps 8] [--seed 0] [--no-real] [--photos chelsea,china] [--overwrite] [--crf 0]
+        [--fps 8] [--seed 0] [--no-real] [--photos chelsea,china] [--overwrite] [--crf 0] \\
+        [--motions pan,object] [--speeds 0.5,1,2] [--no-adverbs] [--content-variety]
 
 Layout of ``DIR``:
 
@@ -358,6 +359,17 @@ def render_clip(photo: np.ndarray, motion: str, direction: str, speed: float, nu
 
 # --------------------------------------------------------------------------- captions
 
+EXTRA_CONTENT = (  # other subjects for captions with --content-variety (no direction or speed words)
+    "a busy city street", "a mountain lake at dawn", "a red car parked by a wall", "children playing in a park",
+    "an old stone bridge", "a field of sunflowers", "a sandy beach with palm trees", "a snowy forest",
+    "a bowl of fruit on a table", "a sailing boat in a harbour", "a lighthouse on a cliff", "a dog on a sofa",
+    "a bicycle leaning on a fence", "a market stall with vegetables", "a waterfall in the jungle",
+    "a desert with red rocks", "a library with tall shelves", "a plate of pasta", "a horse in a meadow",
+    "a neon sign at night", "a wooden cabin in the hills", "a group of friends laughing", "a vintage typewriter",
+    "a glass of orange juice", "a parrot on a branch", "a train station platform", "a chess board",
+    "a bouquet of roses", "a skyscraper against a blue sky", "a fishing village",
+)
+
 _PAN_IMAGE = (
     "{c}, the view slides {d}{a}",
     "{c}; the scene drifts {d}{a}",
@@ -388,6 +400,9 @@ _STATIC = (
 )
 
 
+_ADVERBS = ("very slowly", "very quickly", "at a steady pace", "gently", "slowly", "steadily", "quickly", "fast", "rapidly")
+
+
 def _adverb(relative: float, rng: np.random.Generator) -> str:
     """A speed adverb for a speed relative to the middle of the range (1 = 2 px/frame at 128)."""
     if relative <= 0.25:
@@ -404,13 +419,24 @@ def _adverb(relative: float, rng: np.random.Generator) -> str:
 
 
 def make_caption(content: str, motion: str, direction: str, speed: float, rng: np.random.Generator,
-                 size: int = 128, object_content: str | None = None) -> str:
+                 size: int = 128, object_content: str | None = None, adverbs: bool = True) -> str:
     """A WebVid-like caption combining ``content`` with correct motion and speed words.
 
     Direction words follow the module's convention: image-space words equal
     ``direction``, camera words (``pans``/``tilts``) are its opposite. ``size`` scales
     pixel speeds to adverbs; ``object_content`` names what the moving cut-out shows.
+    ``adverbs=False`` leaves the speed words out (the caption then says nothing about
+    speed, so motion intensity can come only from the intensity level).
     """
+    caption = _caption(content, motion, direction, speed, rng, size, object_content)
+    if not adverbs:
+        for words in _ADVERBS:
+            caption = caption.replace(" " + words, "")
+    return caption
+
+
+def _caption(content: str, motion: str, direction: str, speed: float, rng: np.random.Generator,
+             size: int, object_content: str | None) -> str:
     if motion == "static":
         return str(rng.choice(_STATIC)).format(c=content)
     if motion == "zoom":
@@ -682,11 +708,14 @@ class ClipSpec:
         return f"synthetic_{self.index // CLIPS_PER_PAGE:03d}"
 
 
-def _kind_counts(n: int) -> dict[str, int]:
-    """Clips per motion kind for ``n`` clips following :data:`MIX` (largest remainder)."""
-    exact = {kind: n * share for kind, share in MIX.items()}
+def _kind_counts(n: int, motions: Sequence[str] = MOTIONS) -> dict[str, int]:
+    """Clips per motion kind for ``n`` clips following :data:`MIX` restricted to ``motions``
+    (shares renormalised; largest remainder)."""
+    mix = {kind: share for kind, share in MIX.items() if kind in motions}
+    total = sum(mix.values())
+    exact = {kind: n * share / total for kind, share in mix.items()}
     counts = {kind: int(value) for kind, value in exact.items()}
-    by_remainder = sorted(MIX, key=lambda kind: (counts[kind] - exact[kind], MOTIONS.index(kind)))
+    by_remainder = sorted(mix, key=lambda kind: (counts[kind] - exact[kind], MOTIONS.index(kind)))
     for kind in by_remainder[: n - sum(counts.values())]:
         counts[kind] += 1
     return counts
@@ -700,9 +729,9 @@ def _balanced(options: Sequence, count: int, rng: np.random.Generator) -> list:
     return [options[i] for i in items[:count]]
 
 
-def pixel_speeds(size: int) -> tuple[float, ...]:
-    """Pan/object speeds in px/frame at output ``size`` (:data:`SPEEDS_AT_128` scaled)."""
-    return tuple(speed * size / 128.0 for speed in SPEEDS_AT_128)
+def pixel_speeds(size: int, speeds_at_128: Sequence[float] = SPEEDS_AT_128) -> tuple[float, ...]:
+    """Pan/object speeds in px/frame at output ``size`` (``speeds_at_128`` scaled)."""
+    return tuple(speed * size / 128.0 for speed in speeds_at_128)
 
 
 def zoom_percents(num_frames: int) -> tuple[float, ...]:
@@ -712,14 +741,14 @@ def zoom_percents(num_frames: int) -> tuple[float, ...]:
 
 
 def _kind_params(kind: str, count: int, size: int, num_frames: int,
-                 rng: np.random.Generator) -> list[tuple[str, float]]:
+                 rng: np.random.Generator, speeds_at_128: Sequence[float] = SPEEDS_AT_128) -> list[tuple[str, float]]:
     """(direction, speed) for ``count`` clips of one kind, balanced over both."""
     if kind == "static":
         return [("none", 0.0)] * count
     if kind == "zoom":
         directions, speeds = ("in", "out"), zoom_percents(num_frames)
     else:
-        directions, speeds = DIRECTIONS, pixel_speeds(size)
+        directions, speeds = DIRECTIONS, pixel_speeds(size, speeds_at_128)
     if kind == "object":
         speeds = tuple(s for s in speeds if object_side(s, num_frames, size))
         if not speeds and count:
@@ -727,12 +756,13 @@ def _kind_params(kind: str, count: int, size: int, num_frames: int,
     return list(zip(_balanced(directions, count, rng), _balanced(speeds, count, rng)))
 
 
-def plan_clips(n: int, photo_names: Sequence[str], size: int, num_frames: int, seed: int) -> list[ClipSpec]:
-    """The deterministic list of ``n`` synthetic clips for a seed."""
+def plan_clips(n: int, photo_names: Sequence[str], size: int, num_frames: int, seed: int,
+               motions: Sequence[str] = MOTIONS, speeds_at_128: Sequence[float] = SPEEDS_AT_128) -> list[ClipSpec]:
+    """The deterministic list of ``n`` synthetic clips for a seed (only the kinds in ``motions``)."""
     rng = np.random.default_rng([seed, 0])
     params = []
-    for kind, count in _kind_counts(n).items():
-        params.extend((kind, d, s) for d, s in _kind_params(kind, count, size, num_frames, rng))
+    for kind, count in _kind_counts(n, motions).items():
+        params.extend((kind, d, s) for d, s in _kind_params(kind, count, size, num_frames, rng, speeds_at_128))
     order = rng.permutation(len(params))
     photos = _balanced(list(photo_names), n, rng)
     specs = []
@@ -823,18 +853,28 @@ def render_spec(spec: ClipSpec, photos: dict[str, tuple[np.ndarray, str]], size:
 
 
 def _synthetic_row(spec: ClipSpec, photos: dict[str, tuple[np.ndarray, str]], size: int,
-                   num_frames: int, fps: int, seed: int, out_dir: Path, crf: int) -> dict[str, str]:
+                   num_frames: int, fps: int, seed: int, out_dir: Path, crf: int, adverbs: bool = True,
+                   content_variety: bool = False) -> dict[str, str]:
     """Render, encode and describe one synthetic clip; returns its GT row."""
     frames = render_spec(spec, photos, size, num_frames, seed)
     write_video(frames, out_dir / "videos" / spec.page_dir / f"{spec.videoid}.mp4", fps, crf)
     object_content = photos[spec.object_photo][1] if spec.object_photo else None
-    caption = make_caption(photos[spec.photo][1], spec.motion, spec.direction, spec.speed,
-                           np.random.default_rng([seed, 2, spec.index]), size, object_content)
+    rng = np.random.default_rng([seed, 2, spec.index])
+    content = photos[spec.photo][1]
+    if content_variety and rng.random() < 0.5:
+        content = str(rng.choice(EXTRA_CONTENT))
+    caption = make_caption(content, spec.motion, spec.direction, spec.speed, rng, size, object_content, adverbs)
     return _gt_row(spec.videoid, "synthetic", spec.motion, spec.direction, spec.speed, spec.photo,
                    caption, num_frames, fps, size, size)
 
 
-def _check_args(n: int, size: int, num_frames: int, fps: int, crf: int) -> None:
+def _check_args(n: int, size: int, num_frames: int, fps: int, crf: int,
+                motions: Sequence[str] = MOTIONS, speeds_at_128: Sequence[float] = SPEEDS_AT_128) -> None:
+    unknown = [m for m in motions if m not in MOTIONS]
+    if unknown or not motions:
+        raise ValueError(f"motions must be a non-empty subset of {', '.join(MOTIONS)}, got {', '.join(motions) or 'nothing'}")
+    if not speeds_at_128 or any(not (s > 0) for s in speeds_at_128):
+        raise ValueError(f"speeds must be a non-empty list of positive px/frame values, got {list(speeds_at_128)}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if size < 32 or size % 2:
@@ -849,24 +889,31 @@ def _check_args(n: int, size: int, num_frames: int, fps: int, crf: int) -> None:
 
 def generate(out_dir: str | os.PathLike, n: int = 64, size: int = 128, num_frames: int = 32, fps: int = 8,
              seed: int = 0, include_real: bool = True, photos: list[str] | None = None,
-             overwrite: bool = False, progress: bool = True, crf: int = SYNTHETIC_CRF) -> dict:
+             overwrite: bool = False, progress: bool = True, crf: int = SYNTHETIC_CRF,
+             motions: Sequence[str] = MOTIONS, speeds: Sequence[float] = SPEEDS_AT_128, adverbs: bool = True,
+             content_variety: bool = False) -> dict:
     """Write the WebVid-style sample dataset to ``out_dir``; returns a summary dict.
 
     ``n`` synthetic clips of (num_frames, size, size, 3), plus the real sample videos
     unless ``include_real`` is False. ``photos`` restricts the photos used (backgrounds
-    and objects alike). ``crf`` 0 (default) encodes synthetic clips losslessly. Same
-    arguments -> identical CSVs and frames.
+    and objects alike). ``crf`` 0 (default) encodes synthetic clips losslessly. ``motions``
+    restricts the kinds of clip (shares of :data:`MIX` renormalised), ``speeds`` replaces the
+    pan/object speeds (px/frame at size 128, scaled to ``size``), ``adverbs=False`` drops the
+    speed words from captions. ``content_variety=True`` names, in half of the captions, a
+    subject from :data:`EXTRA_CONTENT` instead of the photo's, so that a model learns to take
+    the motion from the motion words whatever the subject words around them (captions
+    describe the motion correctly either way). Same arguments -> identical CSVs and frames.
     """
     started = time.perf_counter()
-    _check_args(n, size, num_frames, fps, crf)
+    _check_args(n, size, num_frames, fps, crf, motions, speeds)
     out = Path(out_dir)
     all_photos = load_photos()
     names = _select_photos(all_photos, photos)
     _prepare_out_dir(out, overwrite)
-    specs = plan_clips(n, names, size, num_frames, seed)
+    specs = plan_clips(n, names, size, num_frames, seed, motions, speeds)
     gt_rows, pages = [], []
     for spec in tqdm(specs, desc="synthetic clips", unit="clip", disable=not progress):
-        gt_rows.append(_synthetic_row(spec, all_photos, size, num_frames, fps, seed, out, crf))
+        gt_rows.append(_synthetic_row(spec, all_photos, size, num_frames, fps, seed, out, crf, adverbs, content_variety))
         pages.append(spec.page_dir)
     if include_real:
         for j, source in enumerate(REAL_SOURCES):
@@ -876,7 +923,7 @@ def generate(out_dir: str | os.PathLike, n: int = 64, size: int = 128, num_frame
                 pages.append("real")
     _write_csv(out / "videos.csv", VIDEO_COLUMNS, [_video_row(r, p) for r, p in zip(gt_rows, pages)])
     _write_csv(out / "ground_truth.csv", GT_COLUMNS, gt_rows)
-    counts = {kind: 0 for kind in (*MOTIONS, "real")}
+    counts = {kind: 0 for kind in (*MOTIONS, "real")}  # every kind listed, 0 where left out
     for row in gt_rows:
         counts[row["motion"]] += 1
     return {
@@ -908,6 +955,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--crf", type=int, default=SYNTHETIC_CRF,
                         help="x264 quality of synthetic clips: 0 (default) is lossless; "
                              "e.g. 17 gives browser-playable files")
+    parser.add_argument("--motions", default=",".join(MOTIONS),
+                        help=f"comma-separated kinds of synthetic clip (default: all of {','.join(MOTIONS)})")
+    parser.add_argument("--speeds", default=",".join(_fmt(s) for s in SPEEDS_AT_128),
+                        help="comma-separated pan/object speeds in px/frame at size 128 (scaled to --size)")
+    parser.add_argument("--no-adverbs", action="store_true", help="leave speed words (slowly, quickly...) out of captions")
+    parser.add_argument("--content-variety", action="store_true",
+                        help="name another subject (a fixed list) instead of the photo's in half of the captions")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -918,9 +972,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     photos = [name.strip() for name in args.photos.split(",") if name.strip()] if args.photos else None
     try:
+        motions = [m.strip() for m in args.motions.split(",") if m.strip()]
+        try:
+            speeds = [float(v) for v in args.speeds.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"speeds must be comma-separated numbers, got {args.speeds!r}") from None
         summary = generate(args.out, n=args.n, size=args.size, num_frames=args.frames, fps=args.fps,
                            seed=args.seed, include_real=not args.no_real, photos=photos,
-                           overwrite=args.overwrite, progress=not args.no_progress, crf=args.crf)
+                           overwrite=args.overwrite, progress=not args.no_progress, crf=args.crf,
+                           motions=motions, speeds=speeds, adverbs=not args.no_adverbs,
+                           content_variety=args.content_variety)
     except (FileExistsError, NotADirectoryError, ValueError) as exc:
         parser.error(str(exc))
     print(_summary_line(summary))

@@ -446,3 +446,27 @@ def test_missing_real_video_is_warned_and_skipped(tmp_path: Path, monkeypatch: p
     rows = _read_csv(Path(summary["ground_truth_csv"]))[1]
     expected_real = 1 if sd.find_real_video(carphone) else 0
     assert [row["source"] for row in rows] == ["synthetic"] + ["real"] * expected_real
+
+
+def test_motion_speed_adverb_and_content_options(tmp_path: Path) -> None:
+    """The controllability benchmark's data: pans only, its own speeds, no speed words,
+    varied subjects; every caption still states the clip's true direction."""
+    speeds = (0.6, 1.2, 2.4, 4.8)
+    summary = sd.generate(tmp_path / "d", n=16, size=32, num_frames=6, include_real=False, progress=False,
+                          photos=["china", "flower"], motions=["pan"], speeds=speeds, adverbs=False, content_variety=True)
+    rows = _read_csv(Path(summary["ground_truth_csv"]))[1]
+    assert summary["counts"]["pan"] == 16 and sum(summary["counts"].values()) == 16
+    assert {float(r["speed_px_per_frame"]) for r in rows} == {s * 32 / 128 for s in speeds}
+    assert {r["direction"] for r in rows} == set(sd.DIRECTIONS)
+    for r in rows:
+        assert sd.caption_direction(r["caption"]) == r["direction"]
+        assert not any(re.search(rf"\b{w}\b", r["caption"]) for w in ("slowly", "quickly", "fast", "rapidly", "steadily", "gently"))
+    subjects = {"pagoda" in r["caption"] or "dahlia" in r["caption"] for r in rows}
+    assert subjects == {True, False}  # some captions name another subject
+    with pytest.raises(ValueError, match="motions must be"):
+        sd.generate(tmp_path / "e", n=2, motions=["spin"], progress=False)
+    with pytest.raises(ValueError, match="speeds must be"):
+        sd.generate(tmp_path / "f", n=2, speeds=[0.0], progress=False)
+    with_adverbs = sd.make_caption("a cat", "pan", "left", 4.0, np.random.default_rng(3), 128)
+    without = sd.make_caption("a cat", "pan", "left", 4.0, np.random.default_rng(3), 128, adverbs=False)
+    assert without != with_adverbs and without == with_adverbs.replace(" very quickly", "").replace(" rapidly", "")
