@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test browser-deps bench-preprocess bench-inference bench-serve clean-runs
+.PHONY: install demo test browser-deps bench-preprocess bench-inference bench-serve bench-control clean-runs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench-inference: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/serve.py
+
+# The controllability benchmark: sample data -> preprocess -> train (main + ablations) -> evaluate,
+# then docs/RESULTS.md and docs/results.json (about 75 min on a 2-core CPU).
+bench-control: $(STAMP)
+	$(BIN)/python benchmarks/controllability.py
 
 clean-runs:
 	rm -rf runs

@@ -1,0 +1,46 @@
+"""The controllability benchmark's chain, CI-sized: sample data -> jobs/preprocess.py ->
+jobs/train.py -> jobs/evaluate.py -> RESULTS.md + results.json, through its own Ray head."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_smoke_chain_writes_results(tmp_path):
+    out, docs = tmp_path / "work", tmp_path / "docs"
+    cmd = [sys.executable, "benchmarks/controllability.py", "--smoke", "--ablations", "", "--out", str(out), "--results", str(docs)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=880)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # every stage ran and left its outputs
+    summary = json.loads((out / "dataset" / "summary.json").read_text())
+    assert summary["rows_accounted"] and summary["clips_out"] == 24
+    assert (out / "runs" / "main" / "final_model" / "config.json").is_file()
+    evaluation = json.loads((out / "eval" / "main" / "summary.json").read_text())
+    assert evaluation["generated"] == 40 and evaluation["errors"] == 0 and evaluation["rows_accounted"]
+    assert evaluation["direction_videos"] == 40  # 2 held-out photos x 4 directions x 5 levels
+
+    # results.json: machine-readable, written by the benchmark, numbers from that evaluation
+    results = json.loads((docs / "results.json").read_text())
+    main = results["models"]["main"]
+    assert main["direction_accuracy"] == evaluation["direction_accuracy"]
+    assert main["intensity_spearman"] == evaluation["intensity_spearman"]
+    assert main["first_frame_psnr"] == evaluation["psnr"]
+    assert 0.0 <= main["direction_accuracy"] <= 1.0 and main["training_minutes"] > 0 and "--smoke" in main["command"]
+    assert set(results["models"]) == {"main"}
+
+    # RESULTS.md: the target table and sample GIFs that exist next to it
+    text = (docs / "RESULTS.md").read_text()
+    assert "| direction accuracy (chance 0.25) | >= 0.9 |" in text and "--smoke" in text
+    gifs = re.findall(r"\]\((results/[^)]+\.gif)\)", text)
+    assert len(gifs) == 16 and all((docs / g).is_file() for g in gifs)
