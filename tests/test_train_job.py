@@ -163,7 +163,9 @@ def test_two_workers_on_a_two_node_cluster(first_run, tmp_path):
     script = REPO / "tests" / "two_node_train.py"
     proc = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True, timeout=450)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("SUMMARY ")]
+    assert len(lines) == 1, proc.stdout[-4000:]
+    summary = json.loads(lines[0][len("SUMMARY "):])
     assert summary["step"] == 4
     replicas = json.loads(MlflowClient(tracking_uri=summary["tracking_uri"]).get_run(summary["run_id"]).data.tags["replicas"])
     assert sorted(r["rank"] for r in replicas) == [0, 1]

@@ -27,7 +27,7 @@ try:
         "train.val_every": 0, "checkpoint.every": 2, "train.log_every": 1,
     })
     summary = run(cfg)
-    print(json.dumps(summary, default=str))
+    print("SUMMARY " + json.dumps(summary, default=str), flush=True)  # Ray may print more lines at shutdown
 finally:
     ray.shutdown()
     cluster.shutdown()
