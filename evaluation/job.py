@@ -288,7 +288,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     real = real_features(cfg) if cfg.metrics.fvd_real else None
     summary = report.summarize(table, real, manifest_rows=len(rows))
     summary.update(seconds=round(time.perf_counter() - started, 1), model=g.model, config=to_dict(cfg))
-    report.write(out, cfg, summary, table)
-    summary["mlflow"] = report.log_to_mlflow(out, cfg, summary)
+    videos = report.write(out, cfg, summary, table)
+    summary["mlflow"] = report.log_to_mlflow(out, cfg, summary, videos)
     report.write_summary(out, summary)
     return summary

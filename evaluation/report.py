@@ -157,8 +157,8 @@ def pick_examples(table: pa.Table, count: int) -> list[dict[str, Any]]:
     return [rows[int(i * step)] for i in range(count)]
 
 
-def write(out: Path, cfg: Any, summary: dict[str, Any], table: pa.Table) -> None:
-    """``report.md`` + ``intensity.png`` + ``directions.png`` in ``out``."""
+def write(out: Path, cfg: Any, summary: dict[str, Any], table: pa.Table) -> list[str]:
+    """``report.md`` + ``intensity.png`` + ``directions.png`` in ``out``; returns the embedded videos' paths."""
     plots = _plots(out, summary, table)
     lines = [f"# Evaluation of `{cfg.generation.model}`", "",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; manifest `{cfg.manifest.csv}`; "
@@ -189,13 +189,14 @@ def write(out: Path, cfg: Any, summary: dict[str, Any], table: pa.Table) -> None
     if summary["error_examples"]:
         lines += ["## Errors", ""] + [f"- `{e['id']}`: {e['error']}" for e in summary["error_examples"]] + [""]
     (out / "report.md").write_text("\n".join(lines))
+    return [r["video"] for r in examples]
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
-def log_to_mlflow(out: Path, cfg: Any, summary: dict[str, Any]) -> dict[str, str]:
+def log_to_mlflow(out: Path, cfg: Any, summary: dict[str, Any], videos: list[str]) -> dict[str, str]:
     """One MLflow run: params = the flattened config, metrics = the numeric summary,
     artifacts = report, plots, summary, per-video Parquet and the report's videos."""
     from mlflow.entities import Metric, Param
@@ -226,9 +227,8 @@ def log_to_mlflow(out: Path, cfg: Any, summary: dict[str, Any]) -> dict[str, str
             if (out / name).is_file():
                 client.log_artifact(run_id, str(out / name))
         client.log_artifacts(run_id, str(out / "metrics"), "metrics")
-        for line in (out / "report.md").read_text().splitlines():
-            if line.startswith("| ![") and "](videos/" in line:
-                client.log_artifact(run_id, str(out / line.split("](", 1)[1].split(")", 1)[0]), "videos")
+        for video in videos:
+            client.log_artifact(run_id, str(out / video), "videos")
         ok = True
     finally:
         client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
