@@ -16,7 +16,8 @@ from typing import Sequence
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m model.animate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="save_pretrained folder, or a preset: tiny, sd15")
+    p.add_argument("--model", required=True,
+                   help="mini (the trained model shipped in models/), a save_pretrained folder, or a preset built fresh: tiny, sd15")
     p.add_argument("--image", required=True, help="input photo (any format Pillow reads)")
     p.add_argument("--prompt", required=True, help="text describing the motion")
     p.add_argument("--intensity", type=int, default=5, help="motion intensity level 1..10")
@@ -67,10 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"wrote {path}")
     if out.token_weights is not None:
-        ids = pipe.tokenizer(args.prompt, truncation=True, max_length=77).input_ids
+        ids = pipe.tokenizer(args.prompt, truncation=True, max_length=pipe.tokenizer.model_max_length).input_ids
         words = pipe.tokenizer.convert_ids_to_tokens(ids)
         weights = out.token_weights[0, : len(words)].float().tolist()
         print("token weights: " + " ".join(f"{w.replace('</w>', '')}={x:.2f}" for w, x in zip(words, weights)))
+    return 0
     return 0
 
 

@@ -101,14 +101,15 @@ def build_unet2d(cfg: ModelConfig):
             block_out_channels=tuple(cfg.tiny_block_out_channels),
             layers_per_block=cfg.tiny_layers_per_block,
             norm_num_groups=cfg.tiny_norm_num_groups,
-            cross_attention_dim=cfg.tiny_text_hidden_size,
+            cross_attention_dim=dims["text_dim"],
             attention_head_dim=cfg.tiny_attention_head_dim,
         )
 
 
-def fresh_motion_adapter(unet2d, max_seq_length: int, seed: int):
-    """A new ``MotionAdapter`` matching ``unet2d``; each temporal block's ``proj_out`` is zero,
-    as AnimateDiff initialises it, so fresh motion modules start as the identity."""
+def fresh_motion_adapter(unet2d, max_seq_length: int, seed: int, heads: int = 8):
+    """A new ``MotionAdapter`` matching ``unet2d`` (``heads`` attention heads, AnimateDiff's 8 by
+    default); each temporal block's ``proj_out`` is zero, as AnimateDiff initialises it, so
+    fresh motion modules start as the identity."""
     from diffusers import MotionAdapter
 
     with seeded(seed):
@@ -116,6 +117,7 @@ def fresh_motion_adapter(unet2d, max_seq_length: int, seed: int):
             block_out_channels=tuple(unet2d.config.block_out_channels),
             motion_layers_per_block=unet2d.config.layers_per_block,
             motion_norm_num_groups=unet2d.config.norm_num_groups,
+            motion_num_attention_heads=heads,
             motion_max_seq_length=max_seq_length,
         )
     for name, module in adapter.named_modules():
@@ -134,7 +136,9 @@ def build_motion_adapter(cfg: ModelConfig, unet2d):
             "AnimateDiff motion adapter", cfg.motion_adapter, _how("motion_adapter", cfg.motion_adapter),
             MotionAdapter.from_pretrained, local_files_only=cfg.local_files_only,
         )
-    return fresh_motion_adapter(unet2d, cfg.tiny_motion_max_seq_length, cfg.seed + SEED_OFFSETS["motion_adapter"])
+    return fresh_motion_adapter(
+        unet2d, cfg.tiny_motion_max_seq_length, cfg.seed + SEED_OFFSETS["motion_adapter"], cfg.tiny_attention_head_dim
+    )
 
 
 def motion_unet(unet2d, adapter):
@@ -155,26 +159,43 @@ def build_base_unet(cfg: ModelConfig):
 def build_network(cfg: ModelConfig, image_dim: int | None = None) -> LivePhotoModel:
     """The LivePhoto network for ``cfg`` in eval mode (as diffusers' ``from_pretrained``; call
     ``.train()`` to train); trainable groups have ``requires_grad``, the rest is frozen."""
-    if image_dim is None:
-        image_dim = encoders.encoder_dims(cfg)["image_dim"]
-    return LivePhotoModel(cfg, build_base_unet(cfg), image_dim).eval()
+    dims = encoders.encoder_dims(cfg)
+    unet = build_base_unet(cfg)
+    if dims["text_dim"] != unet.config.cross_attention_dim:
+        raise ValueError(
+            f"text_encoder: {cfg.text_encoder!r} gives {dims['text_dim']}-wide embeddings but the base UNet's "
+            f"cross-attention takes {unet.config.cross_attention_dim}; use a text encoder of that width "
+            "(for SD 1.5: its own CLIP ViT-L/14, text_encoder=None)"
+        )
+    return LivePhotoModel(cfg, unet, dims["image_dim"] if image_dim is None else image_dim).eval()
 
 
 # --------------------------------------------------------------------------- scheduler
 
 
-def build_scheduler(cfg: ModelConfig):
-    """``cfg.scheduler`` (default DDIM) from the base model's scheduler config, or SD 1.5's betas."""
+def build_scheduler(cfg: ModelConfig, config: dict[str, Any] | None = None):
+    """``cfg.scheduler`` (default DDIM) over ``config`` (a saved scheduler config), else the base
+    model's scheduler config, else SD 1.5's betas; the schedule fields of ``cfg``
+    (``prediction_type``, ``rescale_betas_zero_snr``, ``timestep_spacing``) always apply, so
+    training (which builds its DDPM noise schedule from this scheduler's config) and sampling
+    use the same schedule."""
     import diffusers
 
-    if cfg.base_model is not None:
+    if config is not None:
+        config = dict(config)
+    elif cfg.base_model is not None:
         config = load_pretrained(
             "scheduler config", cfg.base_model, _how("base_model", cfg.base_model),
             diffusers.DDIMScheduler.load_config, subfolder="scheduler", local_files_only=cfg.local_files_only,
         )
     else:
         config = dict(SD15_SCHEDULER_CONFIG)
-    config["prediction_type"] = cfg.prediction_type
+    config.update(
+        prediction_type=cfg.prediction_type, rescale_betas_zero_snr=cfg.rescale_betas_zero_snr,
+        timestep_spacing=cfg.timestep_spacing,
+    )
+    if cfg.timestep_spacing != "leading":
+        config["steps_offset"] = 0  # the offset belongs to "leading" (SD 1.5); trailing ends exactly at T-1
     if cfg.autoencoder == "pixel":
         # pixel latents are bounded: clip each x0 estimate to their range, as pixel-space DDPM/DDIM do
         config.update(clip_sample=True, clip_sample_range=encoders.PIXEL_SCALING)
@@ -255,15 +276,17 @@ def build_sd15_architecture(cfg: ModelConfig | None = None) -> LivePhotoComponen
 # --------------------------------------------------------------------------- save / load
 
 
-def save_network(model: LivePhotoModel, directory: str | Path) -> None:
-    """``config.json`` + ``livephoto.safetensors`` (full weights for a random base, else trainable parts only)."""
+def save_network(model: LivePhotoModel, directory: str | Path, dtype=None) -> None:
+    """``config.json`` + ``livephoto.safetensors`` (full weights for a random base, else trainable
+    parts only), in ``dtype`` when given (e.g. ``torch.float16`` halves the file; loading casts
+    back to the model's dtype)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     full = model.cfg.base_model is None
     state = model.state_dict() if full else model.trainable_state_dict()
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, directory / WEIGHTS_NAME)
+    save_file({k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in state.items()}, directory / WEIGHTS_NAME)
     meta = {"format": FORMAT, "model": to_dict(model.cfg), "image_dim": model.image_dim, "weights": "full" if full else "trainable"}
     (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -296,14 +319,16 @@ def load_network(directory: str | Path, **overrides) -> LivePhotoModel:
     return model
 
 
-def save_components(components: LivePhotoComponents, directory: str | Path) -> None:
-    """The network (:func:`save_network`), the scheduler and every seed-built frozen encoder."""
+def save_components(components: LivePhotoComponents, directory: str | Path, dtype=None) -> None:
+    """The network (:func:`save_network`, in ``dtype`` when given), the scheduler and every
+    seed-built frozen encoder."""
     directory = Path(directory)
     cfg = components.model.cfg
-    save_network(components.model, directory)
+    save_network(components.model, directory, dtype)
     components.scheduler.save_pretrained(directory / "scheduler")
     if cfg.base_model is None and cfg.autoencoder == "vae":
         components.vae.save_pretrained(directory / "vae")
+    if cfg.base_model is None and cfg.text_encoder is None and cfg.autoencoder == "vae":
         components.text_encoder.save_pretrained(directory / "text_encoder")
     if cfg.image_encoder is None and components.image_encoder is not None:
         components.image_encoder.save_pretrained(directory / "image_encoder")
@@ -328,10 +353,8 @@ def load_components(directory: str | Path, **overrides) -> LivePhotoComponents:
         image_encoder = (
             frozen(Dinov2Model.from_pretrained(sub["image_encoder"])) if sub["image_encoder"].is_dir() else encoders.load_image_encoder(cfg)
         )
-    if sub["scheduler"].is_dir() and "scheduler" not in overrides:
-        scheduler = getattr(diffusers, cfg.scheduler).from_config(diffusers.DDIMScheduler.load_config(sub["scheduler"]))
-    else:
-        scheduler = build_scheduler(cfg)
+    saved = diffusers.DDIMScheduler.load_config(sub["scheduler"]) if sub["scheduler"].is_dir() else None
+    scheduler = build_scheduler(cfg, saved)
     return LivePhotoComponents(
         model=model, vae=vae, text_encoder=text_encoder, tokenizer=encoders.build_tokenizer(cfg),
         image_encoder=image_encoder, scheduler=scheduler,

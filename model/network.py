@@ -55,38 +55,30 @@ def intensity_map(intensity: torch.Tensor, levels: int, num_frames: int, height:
 # --------------------------------------------------------------------------- content encoder
 
 
-class ContentAttnProcessor(nn.Module):
-    """SDPA cross-attention over text plus a second, gated cross-attention over image tokens.
+class TextAttnProcessor(nn.Module):
+    """SDPA attention of a spatial block with the caption's padding masked out of the keys.
 
-    Installed as the processor of every spatial ``attn2`` of the UNet (IP-Adapter style
-    decoupled cross-attention). ``encoder_hidden_states`` arrives as
-    (batch*frames, text_tokens + image_tokens, dim): the first ``text_tokens`` rows are the
-    (re-weighted) CLIP tokens, the rest the projected DINOv2 tokens. Output::
-
-        to_out(attn(q, k(text), v(text)) + out_ip(attn(q, k_ip(image), v_ip(image))))
-
-    ``to_k_ip`` / ``to_v_ip`` start as copies of the frozen ``to_k`` / ``to_v``; ``out_ip``
-    starts at zero, so the processor equals diffusers' ``AttnProcessor2_0`` at initialisation.
+    Installed as the processor of every spatial attention of the UNet (``attn1`` and
+    ``attn2``; not the motion modules). The token mask travels as
+    ``cross_attention_kwargs={"text_mask": (batch*frames, tokens) bool}``, which diffusers hands
+    to both attentions of a transformer block: self-attention (``attn1``) ignores it,
+    cross-attention (``attn2``) masks its text keys with it. With ``text_mask=None`` this is
+    diffusers' ``AttnProcessor2_0``.
     """
 
-    def __init__(self, attn: Attention, text_tokens: int = TOKENIZER_MAX_LENGTH):
+    def __init__(self, text_tokens: int = TOKENIZER_MAX_LENGTH):
         super().__init__()
-        if attn.spatial_norm is not None or attn.group_norm is not None or attn.residual_connection:
-            raise ValueError("ContentAttnProcessor: supports plain SD cross-attention blocks only")
         self.text_tokens = text_tokens
-        inner_dim = attn.to_k.out_features
-        self.to_k_ip = nn.Linear(attn.to_k.in_features, inner_dim, bias=attn.to_k.bias is not None)
-        self.to_v_ip = nn.Linear(attn.to_v.in_features, inner_dim, bias=attn.to_v.bias is not None)
-        self.to_k_ip.load_state_dict(attn.to_k.state_dict())
-        self.to_v_ip.load_state_dict(attn.to_v.state_dict())
-        self.out_ip = nn.Linear(inner_dim, inner_dim, bias=False)
-        nn.init.zeros_(self.out_ip.weight)
 
     @staticmethod
     def _attend(attn: Attention, query, key, value, mask=None) -> torch.Tensor:
         q, k, v = (rearrange(x, "b n (h d) -> b h n d", h=attn.heads) for x in (query, key, value))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
         return rearrange(out, "b h n d -> b n (h d)").to(query.dtype)
+
+    def image_branch(self, attn: Attention, query: torch.Tensor, image: torch.Tensor) -> torch.Tensor | None:
+        """Extra attention over image tokens (the content encoder); none here."""
+        return None
 
     def __call__(
         self,
@@ -95,31 +87,82 @@ class ContentAttnProcessor(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        """``hidden_states`` (batch*frames, pixels, channels) -> same layout."""
-        if encoder_hidden_states is None:
-            raise ValueError("ContentAttnProcessor: is a cross-attention processor and needs encoder_hidden_states")
-        text = encoder_hidden_states[:, : self.text_tokens]
-        image = encoder_hidden_states[:, self.text_tokens :]
+        """``hidden_states`` (batch*frames, pixels, channels) -> same layout.
+
+        ``encoder_hidden_states`` (batch*frames, text_tokens [+ image tokens], dim) for
+        cross-attention, None for self-attention.
+        """
+        if attn.spatial_norm is not None or attn.group_norm is not None or attn.residual_connection:
+            raise ValueError("TextAttnProcessor: supports plain SD attention blocks only")
+        cross = encoder_hidden_states is not None
+        if cross:
+            text, image = encoder_hidden_states[:, : self.text_tokens], encoder_hidden_states[:, self.text_tokens :]
+        else:
+            text, image = hidden_states, hidden_states[:, :0]
+        mask = None
         if attention_mask is not None:
             batch = hidden_states.shape[0]
-            attention_mask = attn.prepare_attention_mask(attention_mask, text.shape[1], batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        if attn.norm_cross:
+            mask = attn.prepare_attention_mask(attention_mask, text.shape[1], batch)
+            mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
+        elif cross and text_mask is not None:
+            if text_mask.shape != text.shape[:2]:
+                raise ValueError(f"text_mask: expected shape {tuple(text.shape[:2])}, got {tuple(text_mask.shape)}")
+            mask = rearrange(text_mask.to(torch.bool), "b n -> b 1 1 n")
+        if cross and attn.norm_cross:
             text = attn.norm_encoder_hidden_states(text)
         query = attn.to_q(hidden_states)
-        out = self._attend(attn, query, attn.to_k(text), attn.to_v(text), attention_mask)
-        if image.shape[1] > 0:
-            out = out + self.out_ip(self._attend(attn, query, self.to_k_ip(image), self.to_v_ip(image)))
+        out = self._attend(attn, query, attn.to_k(text), attn.to_v(text), mask)
+        if cross and image.shape[1] > 0:
+            extra = self.image_branch(attn, query, image)
+            if extra is None:
+                raise ValueError("encoder_hidden_states: image tokens given but the content encoder is off")
+            out = out + extra
         out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor
 
 
+class ContentAttnProcessor(TextAttnProcessor):
+    """:class:`TextAttnProcessor` plus a second, gated cross-attention over image tokens.
+
+    Installed as the processor of every spatial ``attn2`` of the UNet (IP-Adapter style
+    decoupled cross-attention). ``encoder_hidden_states`` arrives as
+    (batch*frames, text_tokens + image_tokens, dim): the first ``text_tokens`` rows are the
+    (re-weighted) text tokens, the rest the projected DINOv2 tokens. Output::
+
+        to_out(attn(q, k(text), v(text), text_mask) + out_ip(attn(q, k_ip(image), v_ip(image))))
+
+    ``to_k_ip`` / ``to_v_ip`` start as copies of the frozen ``to_k`` / ``to_v``; ``out_ip``
+    starts at zero, so the processor equals :class:`TextAttnProcessor` at initialisation.
+    """
+
+    def __init__(self, attn: Attention, text_tokens: int = TOKENIZER_MAX_LENGTH):
+        super().__init__(text_tokens)
+        inner_dim = attn.to_k.out_features
+        self.to_k_ip = nn.Linear(attn.to_k.in_features, inner_dim, bias=attn.to_k.bias is not None)
+        self.to_v_ip = nn.Linear(attn.to_v.in_features, inner_dim, bias=attn.to_v.bias is not None)
+        self.to_k_ip.load_state_dict(attn.to_k.state_dict())
+        self.to_v_ip.load_state_dict(attn.to_v.state_dict())
+        self.out_ip = nn.Linear(inner_dim, inner_dim, bias=False)
+        nn.init.zeros_(self.out_ip.weight)
+
+    def image_branch(self, attn: Attention, query: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.out_ip(self._attend(attn, query, self.to_k_ip(image), self.to_v_ip(image)))
+
+
+def spatial_attentions(unet: nn.Module) -> Iterable[tuple[str, Attention]]:
+    """The UNet's spatial attention layers (``...attentions.*.attn1`` / ``attn2``; not motion modules)."""
+    for name, module in unet.named_modules():
+        if isinstance(module, Attention) and "motion_modules" not in name:
+            yield name, module
+
+
 def spatial_cross_attentions(unet: nn.Module) -> Iterable[tuple[str, Attention]]:
     """The UNet's spatial text cross-attention layers (``...attentions.*.attn2``; not motion modules)."""
-    for name, module in unet.named_modules():
-        if isinstance(module, Attention) and module.is_cross_attention and "motion_modules" not in name:
+    for name, module in spatial_attentions(unet):
+        if module.is_cross_attention:
             yield name, module
 
 
@@ -127,15 +170,23 @@ def spatial_cross_attentions(unet: nn.Module) -> Iterable[tuple[str, Attention]]
 
 
 class TextReweighting(nn.Module):
-    """Per-token weights in (0, 1) for CLIP token embeddings (paper Sec. 3.3).
+    """Per-token weights in (0, 1] for the text encoder's token embeddings (paper Sec. 3.3).
 
-    ``layers`` pre-norm transformer encoder layers -> LayerNorm -> linear -> sigmoid.
+    ``layers`` pre-norm transformer encoder layers -> LayerNorm -> linear -> sigmoid, as the
+    paper has it; with ``normalize`` (the default) each caption's weights are then divided by
+    the largest weight among its real tokens. The paper's plain sigmoid can close the text
+    path: early in training the caption is noise to the network, the gradient drives every
+    weight towards 0, the sigmoid saturates, its gradient vanishes, and the gate never
+    reopens (measured here: mean weight 8e-5 after 450 steps; docs/MODEL.md). Normalised, the
+    strongest token always has weight 1, so the module can only re-weight the caption, not
+    switch it off, and a low-saturated sigmoid still passes gradient through the ratios
+    (``sigmoid(a) / sigmoid(b)`` tends to ``exp(a - b)``).
     Padding tokens (``attention_mask == 0``) are masked as keys, so they never change the
-    weights of the prompt's real tokens; they still receive a weight of their own, because
-    SD 1.5's cross-attention attends to all 77 positions.
+    weights of the prompt's real tokens; they get a weight of their own, which the
+    cross-attention ignores when it is given the mask.
     """
 
-    def __init__(self, dim: int, layers: int, heads: int):
+    def __init__(self, dim: int, layers: int, heads: int, normalize: bool = True):
         super().__init__()
         if dim % heads:
             raise ValueError(f"reweight_heads: {heads} does not divide the text width {dim}")
@@ -145,12 +196,19 @@ class TextReweighting(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, 1)
+        self.normalize = normalize
 
     def forward(self, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``prompt_embeds`` (batch, tokens, dim), ``attention_mask`` (batch, tokens) 1 = real -> (batch, tokens) in (0, 1)."""
+        """``prompt_embeds`` (batch, tokens, dim), ``attention_mask`` (batch, tokens) 1 = real -> (batch, tokens) in (0, 1]."""
         padding = None if attention_mask is None else attention_mask.to(prompt_embeds.device) == 0
         hidden = self.encoder(prompt_embeds, src_key_padding_mask=padding)
-        return torch.sigmoid(self.head(self.norm(hidden))).squeeze(-1)
+        logits = self.head(self.norm(hidden)).float().squeeze(-1)
+        if not self.normalize:
+            return torch.sigmoid(logits).to(prompt_embeds.dtype)
+        log_gate = F.logsigmoid(logits)  # the ratio in log space: exact even where the sigmoid underflows
+        real = log_gate if padding is None else log_gate.masked_fill(padding, float("-inf"))
+        gate = torch.exp(log_gate - real.amax(dim=1, keepdim=True)).clamp(max=1.0)  # padding may exceed the strongest real token
+        return gate.to(prompt_embeds.dtype)
 
 
 # --------------------------------------------------------------------------- the network
@@ -177,14 +235,16 @@ class LivePhotoModel(nn.Module):
         self.image_dim = image_dim
         self.unet = unet
         text_dim = unet.config.cross_attention_dim
+        tokens = cfg.text_max_length
         with seeded(cfg.seed + SEED_OFFSETS["livephoto"]):
             self._widen_conv_in(input_channels(cfg, self.latent_channels))
             self.content_proj = nn.Linear(image_dim, text_dim) if cfg.use_content_encoder else None
-            if cfg.use_content_encoder:
-                for _, attn in spatial_cross_attentions(unet):
-                    attn.set_processor(ContentAttnProcessor(attn))
+            for _, attn in spatial_attentions(unet):
+                content = cfg.use_content_encoder and attn.is_cross_attention
+                attn.set_processor(ContentAttnProcessor(attn, tokens) if content else TextAttnProcessor(tokens))
             self.reweight = (
-                TextReweighting(text_dim, cfg.reweight_layers, cfg.reweight_heads) if cfg.use_text_reweighting else None
+                TextReweighting(text_dim, cfg.reweight_layers, cfg.reweight_heads, cfg.reweight_normalize)
+                if cfg.use_text_reweighting else None
             )
         self.set_trainable(TRAINABLE_GROUPS)
 
@@ -224,8 +284,13 @@ class LivePhotoModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
+    @property
+    def text_tokens(self) -> int:
+        """Tokens per caption the network takes (``cfg.text_max_length``)."""
+        return self.cfg.text_max_length
+
     def token_weights(self, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Re-weighting of (batch, tokens, dim) CLIP embeddings -> (batch, tokens) in (0, 1); None when off."""
+        """Re-weighting of (batch, tokens, dim) text embeddings -> (batch, tokens) in (0, 1]; None when off."""
         return None if self.reweight is None else self.reweight(prompt_embeds, attention_mask)
 
     def forward(
@@ -244,24 +309,27 @@ class LivePhotoModel(nn.Module):
         Args:
             sample: noisy latents (batch, 4, frames, h, w).
             timestep: scalar or (batch,) diffusion timesteps.
-            encoder_hidden_states: CLIP text embeddings (batch, 77, text_dim).
+            encoder_hidden_states: text embeddings (batch, tokens, text_dim), tokens = ``cfg.text_max_length``.
             reference_latents: VAE latent of the reference image (batch, 4, h, w); needed when
                 ``use_reference_latent``.
             intensity: motion level per clip (batch,), 1..``intensity_levels`` (int or float);
                 needed when ``use_intensity``.
             image_tokens: DINOv2 patch tokens of the reference (batch, patches, image_dim);
                 needed when ``use_content_encoder``.
-            attention_mask: token mask (batch, 77), 1 = real token; used only by the text
-                re-weighting module (the UNet attends to all 77 tokens, as SD 1.5 does).
+            attention_mask: token mask (batch, tokens), 1 = real token; padding is masked as keys
+                in the re-weighting and in every spatial cross-attention. None attends to every
+                position (as SD 1.5 does).
 
         Returns:
             :class:`LivePhotoOutput` with ``sample`` (batch, 4, frames, h, w) and
-            ``token_weights`` (batch, 77) (None when re-weighting is off).
+            ``token_weights`` (batch, tokens) (None when re-weighting is off).
         """
         cfg = self.cfg
         batch, _, frames, height, width = sample.shape
-        if encoder_hidden_states.shape[1] != TOKENIZER_MAX_LENGTH:
-            raise ValueError(f"encoder_hidden_states: expected {TOKENIZER_MAX_LENGTH} tokens, got {encoder_hidden_states.shape[1]}")
+        if encoder_hidden_states.shape[1] != self.text_tokens:
+            raise ValueError(f"encoder_hidden_states: expected {self.text_tokens} tokens, got {encoder_hidden_states.shape[1]}")
+        if attention_mask is not None and tuple(attention_mask.shape) != (batch, self.text_tokens):
+            raise ValueError(f"attention_mask: expected shape ({batch}, {self.text_tokens}), got {tuple(attention_mask.shape)}")
 
         # 1. text re-weighting: one weight per token, multiplied onto its embedding
         weights = self.token_weights(encoder_hidden_states, attention_mask)
@@ -290,7 +358,10 @@ class LivePhotoModel(nn.Module):
 
         # 4. UNetMotionModel wants the context per frame: (batch*frames, tokens, dim)
         context = repeat(context, "b n d -> (b f) n d", f=frames)
-        out = self.unet(unet_input, timestep, encoder_hidden_states=context).sample
+        kwargs = None
+        if attention_mask is not None:
+            kwargs = {"text_mask": repeat(attention_mask.to(sample.device) > 0, "b n -> (b f) n", f=frames)}
+        out = self.unet(unet_input, timestep, encoder_hidden_states=context, cross_attention_kwargs=kwargs).sample
         if not return_dict:
             return out, weights
         return LivePhotoOutput(sample=out, token_weights=weights)

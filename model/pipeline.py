@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from model import encoders
 from model.build import LivePhotoComponents, build_livephoto, load_components, save_components
-from model.config import ModelConfig, model_preset
+from model.config import MODEL_PRESETS, SHIPPED_MODELS, ModelConfig, model_preset, shipped_model_dir
 from model.image import center_crop_resize, to_rgb
 from model.network import LivePhotoModel
 
@@ -78,9 +78,15 @@ class LivePhotoPipeline:
 
     @classmethod
     def from_pretrained(cls, source: str | Path = "tiny", **overrides) -> "LivePhotoPipeline":
-        """A preset name (``tiny``, ``sd15``) or a ``save_pretrained`` folder; ``overrides`` set ModelConfig fields."""
-        if str(source) in ("tiny", "sd15") and not Path(source).exists():
-            return cls.from_components(build_livephoto(ModelConfig(**{**model_preset(str(source)), **overrides})))
+        """A shipped model (``mini``: the trained LivePhoto-mini in ``models/``), a preset built
+        with fresh weights (``tiny`` random, ``sd15`` from the pretrained SD 1.5 parts, its
+        LivePhoto parts untrained) or a ``save_pretrained`` folder; ``overrides`` set ModelConfig fields."""
+        name = str(source)
+        if not Path(source).exists():
+            if name in SHIPPED_MODELS:
+                return cls.from_components(load_components(shipped_model_dir(name), **overrides))
+            if name in MODEL_PRESETS:
+                return cls.from_components(build_livephoto(ModelConfig(**{**model_preset(name), **overrides})))
         return cls.from_components(load_components(source, **overrides))
 
     def save_pretrained(self, directory: str | Path) -> None:

@@ -63,9 +63,10 @@ def test_forward_shapes(model, cfg):
 
 def test_zero_init_equals_base_unet(model, cfg):
     """New channels, content branch and fresh parts start at zero: the network equals the base
-    UNetMotionModel on the noised latent, fed the same re-weighted text embeddings."""
+    UNetMotionModel on the noised latent, fed the same re-weighted text embeddings (no token
+    mask: the base attends to every position, as SD 1.5 does)."""
     base = build.build_base_unet(cfg).eval()
-    inputs = make_inputs(cfg)
+    inputs = {**make_inputs(cfg), "attention_mask": None}
     with torch.no_grad():
         out = model(**inputs)
         context = inputs["encoder_hidden_states"] * out.token_weights.unsqueeze(-1)
@@ -76,7 +77,7 @@ def test_zero_init_equals_base_unet(model, cfg):
 def test_zero_init_equivalence_without_reweighting(cfg):
     model = build.build_network(tiny_cfg(use_text_reweighting=False)).eval()
     base = build.build_base_unet(cfg).eval()
-    inputs = make_inputs(cfg)
+    inputs = {**make_inputs(cfg), "attention_mask": None}
     with torch.no_grad():
         out = model(**inputs)
         ref = base(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"].repeat_interleave(FRAMES, 0)).sample
@@ -104,12 +105,54 @@ def test_conditions_change_output_once_trained(cfg):
             assert (other - out).abs().max() > 1e-4, name
 
 
+def test_padding_is_masked_in_cross_attention(cfg):
+    """With a token mask, what sits in the padding positions cannot change the prediction;
+    without one (SD 1.5's way) it does."""
+    model = build.build_network(tiny_cfg(use_text_reweighting=False)).eval()
+    inputs = make_inputs(cfg)
+    padded = inputs["encoder_hidden_states"].clone()
+    padded[0, 5:] += 3.0
+    padded[1, 9:] -= 3.0
+    with torch.no_grad():
+        out = model(**inputs).sample
+        same = model(**{**inputs, "encoder_hidden_states": padded}).sample
+        unmasked = model(**{**inputs, "attention_mask": None}).sample
+        unmasked_padded = model(**{**inputs, "attention_mask": None, "encoder_hidden_states": padded}).sample
+    assert (out - same).abs().max().item() <= 1e-5
+    assert (unmasked - unmasked_padded).abs().max().item() > 1e-3
+    with pytest.raises(ValueError, match="attention_mask: expected shape"):
+        model(**{**inputs, "attention_mask": inputs["attention_mask"][:, :10]})
+
+
+def test_token_weights_cannot_shut_the_text_path(cfg):
+    """Normalised re-weighting: every caption's strongest real token has weight 1, even when the
+    sigmoid is driven far into saturation, and the weights still follow the logits' differences
+    there (so the gradient has not vanished). The paper's plain sigmoid shuts instead."""
+    inputs = make_inputs(cfg)
+    real = inputs["attention_mask"] > 0
+    model = build.build_network(cfg).eval()
+    with torch.no_grad():
+        model.reweight.head.bias.fill_(-40.0)  # sigmoid ~ 4e-18: a plain gate is shut
+        w = model.token_weights(inputs["encoder_hidden_states"], inputs["attention_mask"])
+        assert torch.allclose(w.masked_fill(~real, 0).amax(dim=1), torch.ones(BATCH))
+        assert w[real].min() < 0.99  # not flattened to 1 either: the ratios survive
+        other = {**inputs, "encoder_hidden_states": inputs["encoder_hidden_states"] + 1.0}
+        assert (model(**inputs).sample - model(**other).sample).abs().max().item() > 1e-4
+    emb = inputs["encoder_hidden_states"].clone().requires_grad_(True)
+    model.token_weights(emb, inputs["attention_mask"])[real].sum().backward()
+    assert emb.grad.abs().sum() > 0
+    plain = build.build_network(tiny_cfg(reweight_normalize=False)).eval()
+    with torch.no_grad():
+        plain.reweight.head.bias.fill_(-40.0)
+        assert plain.token_weights(inputs["encoder_hidden_states"], inputs["attention_mask"]).max() < 1e-12
+
+
 def test_token_weights_in_unit_interval_and_padding_masked(model, cfg):
     inputs = make_inputs(cfg)
     with torch.no_grad():
         w = model.token_weights(inputs["encoder_hidden_states"], inputs["attention_mask"])
         assert w.shape == (BATCH, 77)
-        assert ((w > 0) & (w < 1)).all()
+        assert ((w > 0) & (w <= 1)).all()
         # padding keys are masked: changing padding embeddings leaves the real tokens' weights unchanged
         emb = inputs["encoder_hidden_states"].clone()
         emb[0, 5:] += torch.randn(emb[0, 5:].shape, generator=torch.Generator().manual_seed(1))
