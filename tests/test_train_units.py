@@ -49,7 +49,7 @@ def test_loss_is_a_function_of_the_step_seed(setup):
 
     sched = DDPMScheduler.from_config(c.scheduler.config)
     empty = torch.zeros(1, 77, 32)
-    kwargs = dict(empty_embedding=empty, caption_dropout=0.5, min_snr_gamma=5.0)
+    kwargs = dict(empty_embedding=empty, empty_mask=torch.ones(1, 77, dtype=torch.long), caption_dropout=0.5, min_snr_gamma=5.0)
     a = diffusion_loss(c.model, _batch(cfg), sched, step_generator(0, 3, 0, 0), **kwargs)
     b = diffusion_loss(c.model, _batch(cfg), sched, step_generator(0, 3, 0, 0), **kwargs)
     other = diffusion_loss(c.model, _batch(cfg), sched, step_generator(0, 4, 0, 0), **kwargs)

@@ -37,6 +37,12 @@ class TrainLoopConfig:
     caption_dropout: float = opt(0.5, "probability of training a clip with the empty caption (classifier-free guidance)")
     noise_offset: float = opt(0.0, "offset noise strength (0 = off)")
     min_snr_gamma: float | None = opt(None, "min-SNR loss weighting gamma (None = plain MSE)")
+    timestep_bias_portion: float = opt(
+        0.0, "share of clips whose timestep is drawn from [timestep_bias_begin, T) instead of [0, T): the highest noise, "
+             "where x_t tells the least about the motion and the caption must (0 = uniform timesteps)"
+    )
+    timestep_bias_begin: int = opt(950, "first timestep of the biased range")
+    timestep_bias_from_step: int = opt(0, "optimizer step from which the timestep bias applies (a curriculum: 0 = from the start)")
     mixed_precision: Literal["auto", "bf16", "no"] = opt("auto", "bf16 autocast on GPU when auto; never on CPU")
     gradient_checkpointing: bool = opt(False, "recompute UNet activations in the backward pass")
     log_every: int = opt(10, "steps between metric reports")
@@ -51,6 +57,9 @@ class TrainLoopConfig:
         check(not bad and self.trainable, "trainable", f"got {self.trainable}, allowed: {', '.join(TRAINABLE_CHOICES)}")
         check(0.0 <= self.caption_dropout <= 1.0, "caption_dropout", f"must be in [0, 1], got {self.caption_dropout}")
         check(self.min_snr_gamma is None or self.min_snr_gamma > 0, "min_snr_gamma", f"must be > 0 or null, got {self.min_snr_gamma}")
+        check(0.0 <= self.timestep_bias_portion <= 1.0, "timestep_bias_portion", f"must be in [0, 1], got {self.timestep_bias_portion}")
+        check(0 <= self.timestep_bias_begin, "timestep_bias_begin", f"must be >= 0, got {self.timestep_bias_begin}")
+        check(0 <= self.timestep_bias_from_step, "timestep_bias_from_step", f"must be >= 0, got {self.timestep_bias_from_step}")
         check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
         check(self.val_every >= 0, "val_every", f"must be >= 0, got {self.val_every}")
 
@@ -62,12 +71,16 @@ class OptimConfig:
     betas: tuple[float, float] = opt((0.9, 0.999), "AdamW betas")
     schedule: Literal["constant", "cosine"] = opt("cosine", "learning-rate schedule after warmup")
     warmup_steps: int = opt(100, "linear warmup steps")
+    schedule_steps: int | None = opt(
+        None, "steps the LR schedule spans (None = train.steps); a run stopped early at train.steps follows a longer run's schedule exactly"
+    )
     grad_clip: float = opt(1.0, "max gradient norm (0 = no clipping)")
     ema_decay: float | None = opt(None, "EMA of the trainable weights (e.g. 0.999; None = off)")
 
     def __post_init__(self) -> None:
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        check(self.schedule_steps is None or self.schedule_steps >= 1, "schedule_steps", f"must be >= 1 or null, got {self.schedule_steps}")
         check(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
         check(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", f"must be in (0, 1) or null, got {self.ema_decay}")
 
@@ -170,4 +183,21 @@ def _sd15() -> dict[str, Any]:
     }
 
 
-PRESETS = {"tiny": _tiny, "sd15": _sd15}
+def _mini() -> dict[str, Any]:
+    """LivePhoto-mini (trained from scratch on a CPU; see docs/MODEL.md): every part trains,
+    warmup then a constant learning rate with EMA weights for sampling (a run can be extended
+    or stopped early on the same schedule), light caption dropout."""
+    tiny = _tiny()
+    return {
+        **tiny,
+        "model": model_preset("mini"),
+        "train": {**tiny["train"], "steps": 2000, "batch_size": 8, "caption_dropout": 0.15, "log_every": 10, "val_every": 0,
+                  "timestep_bias_portion": 0.3, "timestep_bias_begin": 950, "timestep_bias_from_step": 1000},
+        "optim": {"lr": 1e-3, "warmup_steps": 50, "schedule": "constant", "ema_decay": 0.995},
+        "samples": {"every": 200, "count": 2, "num_inference_steps": 10, "guidance_scale": 3.0,
+                    "prompts": ["the scene drifts to the left", "the scene drifts to the right"], "intensities": [7, 7]},
+        "checkpoint": {"every": 200, "num_to_keep": 2},
+    }
+
+
+PRESETS = {"tiny": _tiny, "mini": _mini, "sd15": _sd15}

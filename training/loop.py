@@ -62,17 +62,22 @@ def diffusion_loss(
     generator: torch.Generator,
     *,
     empty_embedding: torch.Tensor,
+    empty_mask: torch.Tensor | None = None,
     caption_dropout: float,
     noise_offset: float = 0.0,
     min_snr_gamma: float | None = None,
+    timestep_bias: tuple[float, int] | None = None,
 ) -> torch.Tensor:
     """Diffusion MSE of one batch: epsilon prediction (the paper's objective), or the velocity
     when the scheduler's ``prediction_type`` is ``v_prediction`` (``model.prediction_type``).
 
-    ``batch`` holds ``latents`` (b, 4, f, h, w), ``text_embedding`` (b, 77, d),
-    ``attention_mask`` (b, 77), ``image_tokens`` (b, n, d') or None and ``intensity`` (b,).
+    ``batch`` holds ``latents`` (b, 4, f, h, w), ``text_embedding`` (b, tokens, d),
+    ``attention_mask`` (b, tokens), ``image_tokens`` (b, n, d') or None and ``intensity`` (b,).
     The reference latent is the clip's first-frame latent. Captions are replaced by the empty
-    caption with probability ``caption_dropout`` (for classifier-free guidance).
+    caption (``empty_embedding`` (1, tokens, d), ``empty_mask`` (1, tokens)) with probability
+    ``caption_dropout`` (for classifier-free guidance). ``timestep_bias`` = (portion, begin) draws
+    that share of the clips' timesteps from [begin, T) (the noisiest steps, where the motion
+    must come from the caption; ``train.timestep_bias_*``).
     """
     latents = batch["latents"]
     device = latents.device
@@ -81,14 +86,22 @@ def diffusion_loss(
     noise = torch.randn(latents.shape, generator=generator).to(device)
     if noise_offset:
         noise = noise + noise_offset * torch.randn((b, latents.shape[1], 1, 1, 1), generator=generator).to(device)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
+    num_timesteps = noise_scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, num_timesteps, (b,), generator=generator)
     drop = (torch.rand(b, generator=generator) < caption_dropout).to(device)
+    if timestep_bias is not None and timestep_bias[0] > 0:
+        portion, begin = timestep_bias
+        if not 0 <= begin < num_timesteps:
+            raise ValueError(f"timestep_bias_begin: must be in 0..{num_timesteps - 1}, got {begin}")
+        biased = torch.rand(b, generator=generator) < portion
+        timesteps = torch.where(biased, torch.randint(begin, num_timesteps, (b,), generator=generator), timesteps)
+    timesteps = timesteps.to(device)
     text = torch.where(drop[:, None, None], empty_embedding.to(device).expand_as(batch["text_embedding"]), batch["text_embedding"])
     mask = batch.get("attention_mask")
     if mask is not None:
-        empty_mask = torch.zeros_like(mask)
-        empty_mask[:, :2] = 1  # <|startoftext|><|endoftext|>
-        mask = torch.where(drop[:, None], empty_mask, mask)
+        if empty_mask is None:
+            raise ValueError("empty_mask: required when the batch has an attention_mask")
+        mask = torch.where(drop[:, None], empty_mask.to(device).expand_as(mask), mask)
     # 2. noised input and prediction
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     pred = model(
@@ -104,6 +117,45 @@ def diffusion_loss(
         snr = alphas / (1 - alphas)
         per_clip = per_clip * torch.clamp(snr, max=min_snr_gamma) / (snr + 1 if velocity else snr)
     return per_clip.mean()
+
+
+@torch.no_grad()
+def text_path_stats(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    noise_scheduler: Any,
+    generator: torch.Generator,
+    *,
+    empty_embedding: torch.Tensor,
+    empty_mask: torch.Tensor | None,
+    timestep: int | None = None,
+) -> dict[str, float]:
+    """Is the network still listening to the caption? Two numbers logged during training.
+
+    * ``text_token_weight``: mean re-weighting weight of the real (unmasked) tokens (absent
+      when re-weighting is off); a gate driven towards its floor is closing the text path.
+    * ``text_cond_gap``: mean |prediction(caption) - prediction(empty caption)| on this batch,
+      noised at ``timestep`` (default 90% of the schedule, where the caption matters most),
+      relative to the mean |prediction(caption)|; 0 means the caption is ignored.
+    """
+    latents = batch["latents"]
+    device = latents.device
+    b = latents.shape[0]
+    t = int(0.9 * (noise_scheduler.config.num_train_timesteps - 1)) if timestep is None else timestep
+    timesteps = torch.full((b,), t, dtype=torch.long, device=device)
+    noisy = noise_scheduler.add_noise(latents, torch.randn(latents.shape, generator=generator).to(device), timesteps)
+    common = dict(reference_latents=latents[:, :, 0], intensity=batch["intensity"].to(device), image_tokens=batch.get("image_tokens"))
+    mask = batch.get("attention_mask")
+    cond = model(noisy, timesteps, encoder_hidden_states=batch["text_embedding"], attention_mask=mask, **common)
+    null_mask = None if mask is None else empty_mask.to(device).expand_as(mask)
+    null = model(noisy, timesteps, encoder_hidden_states=empty_embedding.to(device).expand_as(batch["text_embedding"]),
+                 attention_mask=null_mask, **common)
+    gap = (cond.sample.float() - null.sample.float()).abs().mean() / cond.sample.float().abs().mean().clamp_min(1e-8)
+    stats = {"text_cond_gap": float(gap)}
+    if cond.token_weights is not None:
+        real = torch.ones_like(cond.token_weights, dtype=torch.bool) if mask is None else mask.to(device) > 0
+        stats["text_token_weight"] = float(cond.token_weights[real].mean())
+    return stats
 
 
 # --------------------------------------------------------------------------- EMA
@@ -251,7 +303,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             module.to(device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
-    lr_scheduler = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=cfg.optim.warmup_steps, num_training_steps=cfg.train.steps)
+    lr_scheduler = get_scheduler(
+        cfg.optim.schedule, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
+        num_training_steps=cfg.optim.schedule_steps or cfg.train.steps,
+    )
     ema = EMA(named, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
 
     # 2. resume: Ray's latest checkpoint after a failure, else --resume
@@ -268,7 +323,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
-    empty = encode_prompts(components.tokenizer, components.text_encoder, [""])["embeddings"].float()
+    empty_prompt = encode_prompts(components.tokenizer, components.text_encoder, [""])
+    empty, empty_mask = empty_prompt["embeddings"].float(), empty_prompt["attention_mask"]
     arrays = config["arrays"]
     encoders = Encoders(components, arrays, cfg.model.image_encoder_size)
     autocast = device.type == "cuda" and cfg.train.mixed_precision in ("auto", "bf16")
@@ -276,12 +332,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if config.get("has_val") else None
 
-    def loss_of(batch: dict, gen: torch.Generator, net) -> torch.Tensor:
+    def loss_of(batch: dict, gen: torch.Generator, net, step: int = -1) -> torch.Tensor:
         batch = encoders.complete(collate(batch, arrays), device)
+        t = cfg.train
+        bias = (t.timestep_bias_portion, t.timestep_bias_begin) if step >= t.timestep_bias_from_step else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             return diffusion_loss(
-                net, batch, noise_scheduler, gen, empty_embedding=empty, caption_dropout=cfg.train.caption_dropout,
-                noise_offset=cfg.train.noise_offset, min_snr_gamma=cfg.train.min_snr_gamma,
+                net, batch, noise_scheduler, gen, empty_embedding=empty, empty_mask=empty_mask,
+                caption_dropout=t.caption_dropout, noise_offset=t.noise_offset, min_snr_gamma=t.min_snr_gamma,
+                timestep_bias=bias,
             )
 
     # 3. the loop: steps, not epochs; a checkpoint records where in which epoch we are
@@ -294,7 +353,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             sync = (micro + 1) % accum == 0
             context = ddp.no_sync() if (not sync and hasattr(ddp, "no_sync")) else _null()
             with context:
-                loss = loss_of(batch, step_generator(cfg.train.seed, state.step, rank, micro), ddp)
+                loss = loss_of(batch, step_generator(cfg.train.seed, state.step, rank, micro), ddp, state.step)
                 (loss / accum).backward()
             window.append(loss.item())
             state.batch_in_epoch = i + 1
@@ -320,6 +379,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 )
                 if device.type == "cuda":
                     metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                if rank == 0:
+                    model.eval()
+                    completed = encoders.complete(collate(batch, arrays), device)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                        metrics.update(text_path_stats(
+                            model, completed, noise_scheduler, step_generator(cfg.train.seed, state.step, rank, -1),
+                            empty_embedding=empty, empty_mask=empty_mask,
+                        ))
                 window, t_last = [], time.perf_counter()
             if val_shard is not None and cfg.train.val_every and state.step % cfg.train.val_every == 0 and rank == 0:
                 metrics["val_loss"] = validation_loss(val_shard, cfg, lambda b, g: loss_of(b, g, model))
