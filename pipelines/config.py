@@ -173,4 +173,16 @@ def _sd15() -> dict[str, Any]:
     }
 
 
-PRESETS = {"tiny": _tiny, "sd15": _sd15}
+def _mini() -> dict[str, Any]:
+    """LivePhoto-mini: 32 px, 8 consecutive frames, MiniLM captions, pixel-space "latents"."""
+    model = model_preset("mini")
+    tiny = _tiny()
+    return {
+        **tiny,
+        "model": model,
+        "clip": {"num_frames": model["num_frames"], "stride": 1, "start": "fixed", "height": model["resolution"], "width": model["resolution"]},
+        "flow": {**tiny["flow"], "max_side": model["resolution"]},
+    }
+
+
+PRESETS = {"tiny": _tiny, "mini": _mini, "sd15": _sd15}

@@ -196,7 +196,7 @@ def _centre_range(extent: int, mag: float, size: int) -> tuple[float, float]:
     return half, extent - 1 - half
 
 
-def _random_view(photo: np.ndarray, size: int, rng: np.random.Generator, zoom: tuple[float, float]) -> np.ndarray:
+def random_view(photo: np.ndarray, size: int, rng: np.random.Generator, zoom: tuple[float, float]) -> np.ndarray:
     """A (size, size, 3) still view: random magnification in ``zoom`` x fit-to-photo, random centre."""
     height, width = photo.shape[:2]
     mag = size / (min(height, width) - 2) * rng.uniform(*zoom)
@@ -207,7 +207,7 @@ def _random_view(photo: np.ndarray, size: int, rng: np.random.Generator, zoom: t
 
 def _render_static(photo: np.ndarray, num_frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """(frames, size, size, 3): the same still view repeated."""
-    frame = _random_view(photo, size, rng, (1.0, 1.5))
+    frame = random_view(photo, size, rng, (1.0, 1.5))
     return np.repeat(frame[None], num_frames, axis=0)
 
 
@@ -301,8 +301,8 @@ def _render_object(photo: np.ndarray, object_photo: np.ndarray, direction: str, 
     if not side:
         raise ValueError(f"object speed {speed} px/frame cannot stay in a {size} px frame for {num_frames} frames")
     pad = 4  # texture beyond the edge, so the sinc never reads the border
-    background = _random_view(photo, size, rng, (1.0, 1.5)).astype(np.float32)
-    patch = _random_view(object_photo, side + 2 * pad, rng, (1.5, 3.0))
+    background = random_view(photo, size, rng, (1.0, 1.5)).astype(np.float32)
+    patch = random_view(object_photo, side + 2 * pad, rng, (1.5, 3.0))
     frames = []
     for x, y in _object_track(side, direction, speed, num_frames, size, rng):
         frames.append(_composite(background, patch, pad, x, y, side))
@@ -370,12 +370,25 @@ EXTRA_CONTENT = (  # other subjects for captions with --content-variety (no dire
     "a bouquet of roses", "a skyscraper against a blue sky", "a fishing village",
 )
 
-_PAN_IMAGE = (
+_PAN_IMAGE = (  # image-space wording: {d} is the content's direction, in one of DIRECTION_PHRASES
     "{c}, the view slides {d}{a}",
     "{c}; the scene drifts {d}{a}",
     "{c}, the whole picture moves {d}{a}",
     "the frame glides {d}{a} across {c}",
+    "{c}, everything shifts {d}{a}",
+    "{c} drifting {d}{a}",
+    "the image scrolls {d}{a} over {c}",
+    "{c}, it moves {d}{a}",
 )
+DIRECTION_PHRASES = {  # image-space phrasings of each direction (each holds the direction word)
+    "left": ("left", "to the left", "leftwards", "towards the left"),
+    "right": ("right", "to the right", "rightwards", "towards the right"),
+    "up": ("up", "upwards", "upward", "up the frame"),
+    "down": ("down", "downwards", "downward", "down the frame"),
+}
+WORDINGS = ("mixed", "image", "camera")
+"""How pan captions name the direction: mixed (half image-space, half camera), image (the
+content's direction: "the scene drifts left") or camera (its opposite: "the camera pans right")."""
 _PAN_CAMERA = (  # {d} is filled with the camera's direction (opposite of the content's)
     "{c}, the camera {v} {d}{a}",
     "the camera {v} {d}{a} over {c}",
@@ -419,16 +432,20 @@ def _adverb(relative: float, rng: np.random.Generator) -> str:
 
 
 def make_caption(content: str, motion: str, direction: str, speed: float, rng: np.random.Generator,
-                 size: int = 128, object_content: str | None = None, adverbs: bool = True) -> str:
+                 size: int = 128, object_content: str | None = None, adverbs: bool = True,
+                 wording: str = "mixed") -> str:
     """A WebVid-like caption combining ``content`` with correct motion and speed words.
 
     Direction words follow the module's convention: image-space words equal
     ``direction``, camera words (``pans``/``tilts``) are its opposite. ``size`` scales
     pixel speeds to adverbs; ``object_content`` names what the moving cut-out shows.
     ``adverbs=False`` leaves the speed words out (the caption then says nothing about
-    speed, so motion intensity can come only from the intensity level).
+    speed, so motion intensity can come only from the intensity level). ``wording`` picks
+    image-space or camera words for pans (:data:`WORDINGS`).
     """
-    caption = _caption(content, motion, direction, speed, rng, size, object_content)
+    if wording not in WORDINGS:
+        raise ValueError(f"wording must be one of {', '.join(WORDINGS)}, got {wording!r}")
+    caption = _caption(content, motion, direction, speed, rng, size, object_content, wording)
     if not adverbs:
         for words in _ADVERBS:
             caption = caption.replace(" " + words, "")
@@ -436,7 +453,7 @@ def make_caption(content: str, motion: str, direction: str, speed: float, rng: n
 
 
 def _caption(content: str, motion: str, direction: str, speed: float, rng: np.random.Generator,
-             size: int, object_content: str | None) -> str:
+             size: int, object_content: str | None, wording: str = "mixed") -> str:
     if motion == "static":
         return str(rng.choice(_STATIC)).format(c=content)
     if motion == "zoom":
@@ -450,8 +467,10 @@ def _caption(content: str, motion: str, direction: str, speed: float, rng: np.ra
         towards = f"to the {direction}" if direction in ("left", "right") else direction
         return str(rng.choice(_OBJECT)).format(c=content, o=thing, d=direction, t=towards, a=adverb)
     if motion == "pan":
-        if rng.random() < 0.5:
-            return str(rng.choice(_PAN_IMAGE)).format(c=content, d=direction, a=adverb)
+        camera = rng.random() < 0.5 if wording == "mixed" else wording == "camera"
+        if not camera:
+            phrase = direction if wording == "mixed" else str(rng.choice(DIRECTION_PHRASES[direction]))
+            return str(rng.choice(_PAN_IMAGE)).format(c=content, d=phrase, a=adverb)
         verb = "pans" if direction in ("left", "right") else "tilts"
         return str(rng.choice(_PAN_CAMERA)).format(c=content, v=verb, d=OPPOSITE[direction], a=adverb)
     raise ValueError(f"no caption for motion {motion!r}")
@@ -459,7 +478,7 @@ def _caption(content: str, motion: str, direction: str, speed: float, rng: np.ra
 
 _CAMERA_RE = re.compile(r"\bcamera (?:pans|tilts) (left|right|up|down)\b")
 _ZOOM_RE = re.compile(r"\bzoom(?:s|ing)? (in|out)\b")
-_WORD_RE = re.compile(r"\b(left|right|up|down)\b")
+_WORD_RE = re.compile(r"\b(left|right|up|down)(?:wards?)?\b")
 
 
 def caption_direction(caption: str) -> str:
@@ -854,7 +873,7 @@ def render_spec(spec: ClipSpec, photos: dict[str, tuple[np.ndarray, str]], size:
 
 def _synthetic_row(spec: ClipSpec, photos: dict[str, tuple[np.ndarray, str]], size: int,
                    num_frames: int, fps: int, seed: int, out_dir: Path, crf: int, adverbs: bool = True,
-                   content_variety: bool = False) -> dict[str, str]:
+                   content_variety: bool = False, wording: str = "mixed") -> dict[str, str]:
     """Render, encode and describe one synthetic clip; returns its GT row."""
     frames = render_spec(spec, photos, size, num_frames, seed)
     write_video(frames, out_dir / "videos" / spec.page_dir / f"{spec.videoid}.mp4", fps, crf)
@@ -863,7 +882,7 @@ def _synthetic_row(spec: ClipSpec, photos: dict[str, tuple[np.ndarray, str]], si
     content = photos[spec.photo][1]
     if content_variety and rng.random() < 0.5:
         content = str(rng.choice(EXTRA_CONTENT))
-    caption = make_caption(content, spec.motion, spec.direction, spec.speed, rng, size, object_content, adverbs)
+    caption = make_caption(content, spec.motion, spec.direction, spec.speed, rng, size, object_content, adverbs, wording)
     return _gt_row(spec.videoid, "synthetic", spec.motion, spec.direction, spec.speed, spec.photo,
                    caption, num_frames, fps, size, size)
 
@@ -891,7 +910,7 @@ def generate(out_dir: str | os.PathLike, n: int = 64, size: int = 128, num_frame
              seed: int = 0, include_real: bool = True, photos: list[str] | None = None,
              overwrite: bool = False, progress: bool = True, crf: int = SYNTHETIC_CRF,
              motions: Sequence[str] = MOTIONS, speeds: Sequence[float] = SPEEDS_AT_128, adverbs: bool = True,
-             content_variety: bool = False) -> dict:
+             content_variety: bool = False, wording: str = "mixed") -> dict:
     """Write the WebVid-style sample dataset to ``out_dir``; returns a summary dict.
 
     ``n`` synthetic clips of (num_frames, size, size, 3), plus the real sample videos
@@ -902,10 +921,13 @@ def generate(out_dir: str | os.PathLike, n: int = 64, size: int = 128, num_frame
     speed words from captions. ``content_variety=True`` names, in half of the captions, a
     subject from :data:`EXTRA_CONTENT` instead of the photo's, so that a model learns to take
     the motion from the motion words whatever the subject words around them (captions
-    describe the motion correctly either way). Same arguments -> identical CSVs and frames.
+    describe the motion correctly either way). ``wording`` names pan directions in image space,
+    camera terms or both (:data:`WORDINGS`). Same arguments -> identical CSVs and frames.
     """
     started = time.perf_counter()
     _check_args(n, size, num_frames, fps, crf, motions, speeds)
+    if wording not in WORDINGS:
+        raise ValueError(f"wording must be one of {', '.join(WORDINGS)}, got {wording!r}")
     out = Path(out_dir)
     all_photos = load_photos()
     names = _select_photos(all_photos, photos)
@@ -913,7 +935,7 @@ def generate(out_dir: str | os.PathLike, n: int = 64, size: int = 128, num_frame
     specs = plan_clips(n, names, size, num_frames, seed, motions, speeds)
     gt_rows, pages = [], []
     for spec in tqdm(specs, desc="synthetic clips", unit="clip", disable=not progress):
-        gt_rows.append(_synthetic_row(spec, all_photos, size, num_frames, fps, seed, out, crf, adverbs, content_variety))
+        gt_rows.append(_synthetic_row(spec, all_photos, size, num_frames, fps, seed, out, crf, adverbs, content_variety, wording))
         pages.append(spec.page_dir)
     if include_real:
         for j, source in enumerate(REAL_SOURCES):
@@ -962,6 +984,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-adverbs", action="store_true", help="leave speed words (slowly, quickly...) out of captions")
     parser.add_argument("--content-variety", action="store_true",
                         help="name another subject (a fixed list) instead of the photo's in half of the captions")
+    parser.add_argument("--wording", default="mixed", choices=WORDINGS,
+                        help="pan captions in image-space words, camera words, or mixed half and half (default)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -981,7 +1005,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            seed=args.seed, include_real=not args.no_real, photos=photos,
                            overwrite=args.overwrite, progress=not args.no_progress, crf=args.crf,
                            motions=motions, speeds=speeds, adverbs=not args.no_adverbs,
-                           content_variety=args.content_variety)
+                           content_variety=args.content_variety, wording=args.wording)
     except (FileExistsError, NotADirectoryError, ValueError) as exc:
         parser.error(str(exc))
     print(_summary_line(summary))

@@ -55,7 +55,7 @@ DATASET_FORMAT = "livephoto-clips/1"
 
 def array_specs(cfg: Any) -> dict[str, dict[str, Any]]:
     """dtype and shape of each binary column this config writes (``cfg``: PreprocessConfig)."""
-    from model.encoders import TOKENIZER_MAX_LENGTH, encoder_dims
+    from model.encoders import encoder_dims
 
     c, e = cfg.clip, cfg.encode
     specs: dict[str, dict[str, Any]] = {}
@@ -64,9 +64,10 @@ def array_specs(cfg: Any) -> dict[str, dict[str, Any]]:
     if e.captions or e.latents or e.image_tokens:
         dims = encoder_dims(cfg.model)
     if e.captions:
-        specs["text_embedding"] = {"dtype": "float16", "shape": [TOKENIZER_MAX_LENGTH, dims["text_dim"]]}
-        specs["input_ids"] = {"dtype": "int32", "shape": [TOKENIZER_MAX_LENGTH]}
-        specs["attention_mask"] = {"dtype": "uint8", "shape": [TOKENIZER_MAX_LENGTH]}
+        tokens = cfg.model.text_max_length
+        specs["text_embedding"] = {"dtype": "float16", "shape": [tokens, dims["text_dim"]]}
+        specs["input_ids"] = {"dtype": "int32", "shape": [tokens]}
+        specs["attention_mask"] = {"dtype": "uint8", "shape": [tokens]}
     if e.latents:
         f = dims["vae_factor"]
         specs["latents"] = {"dtype": "float16", "shape": [c.num_frames, dims["latent_channels"], c.height // f, c.width // f]}

@@ -470,3 +470,26 @@ def test_motion_speed_adverb_and_content_options(tmp_path: Path) -> None:
     with_adverbs = sd.make_caption("a cat", "pan", "left", 4.0, np.random.default_rng(3), 128)
     without = sd.make_caption("a cat", "pan", "left", 4.0, np.random.default_rng(3), 128, adverbs=False)
     assert without != with_adverbs and without == with_adverbs.replace(" very quickly", "").replace(" rapidly", "")
+
+
+def test_wording_image_and_camera_name_the_direction_their_own_way() -> None:
+    """``wording="image"``: the content's direction in varied phrasings, never camera words;
+    ``"camera"``: camera words naming the opposite; both parse back to the image-space direction."""
+    rng = np.random.default_rng(0)
+    for direction in sd.DIRECTIONS:
+        image = [sd.make_caption("a red car", "pan", direction, 1.0, rng, 32, adverbs=False, wording="image") for _ in range(40)]
+        camera = [sd.make_caption("a red car", "pan", direction, 1.0, rng, 32, adverbs=False, wording="camera") for _ in range(10)]
+        assert all("camera" not in c and sd.caption_direction(c) == direction for c in image), image
+        assert len({c for c in image}) >= 12  # templates x phrasings vary
+        assert any(p in c for c in image for p in sd.DIRECTION_PHRASES[direction] if p != direction)
+        assert all("camera" in c and sd.caption_direction(c) == direction for c in camera), camera
+    with pytest.raises(ValueError, match="wording must be one of mixed, image, camera"):
+        sd.make_caption("a red car", "pan", "left", 1.0, rng, wording="sideways")
+
+
+def test_generate_with_image_wording(tmp_path) -> None:
+    sd.generate(tmp_path / "d", n=8, size=32, num_frames=4, include_real=False, motions=["pan"],
+                wording="image", progress=False)
+    with open(tmp_path / "d" / "ground_truth.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and all("camera" not in r["caption"] and sd.caption_direction(r["caption"]) == r["direction"] for r in rows)
