@@ -35,7 +35,7 @@ class ManifestConfig:
 
 @dataclass
 class GenerationConfig:
-    model: str | None = required("model to evaluate: tiny | sd15 | a save_pretrained folder | a training checkpoint | runs:/... | models:/...")
+    model: str | None = required("model to evaluate: mini (shipped) | tiny | sd15 | a save_pretrained folder | a training checkpoint | runs:/... | models:/...")
     tracking_uri: str | None = opt(None, "MLflow tracking URI used to resolve a runs:/ or models:/ model")
     num_frames: int | None = opt(None, "frames per video; None = the model's num_frames")
     resolution: int | None = opt(None, "video height and width; None = the model's resolution")
@@ -117,4 +117,12 @@ def _sd15() -> dict[str, Any]:
     }
 
 
-PRESETS = {"tiny": _tiny, "sd15": _sd15}
+def _mini() -> dict[str, Any]:
+    """The shipped LivePhoto-mini at 32 px: its sampler settings, flow at full resolution."""
+    return {
+        "generation": {"model": "mini", "num_inference_steps": 10, "guidance_scale": 3.0, "batch_size": 16, "num_cpus": 1.0},
+        "metrics": {"clip": "tiny", "dino": "tiny", "flow_max_side": 32},
+    }
+
+
+PRESETS = {"tiny": _tiny, "mini": _mini, "sd15": _sd15}

@@ -26,6 +26,42 @@ def _mean(values: list[Any]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:
+    """95% Wilson score interval of a proportion (sound for small n and for 0 or n successes)."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def bootstrap_interval(statistic, columns: list[np.ndarray], resamples: int = 1000, seed: int = 0) -> list[float] | None:
+    """95% percentile-bootstrap interval of ``statistic(*columns)`` over rows (videos) resampled
+    with replacement; resamples where the statistic is undefined (None / nan) are skipped."""
+    n = len(columns[0])
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        index = rng.integers(0, n, n)
+        value = statistic(*(c[index] for c in columns))
+        if value is not None and math.isfinite(value):
+            values.append(value)
+    if len(values) < resamples // 2:
+        return None
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
+def _spearman(levels: np.ndarray, magnitudes: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(set(levels.tolist())) < 2 or len(set(magnitudes.tolist())) < 2:
+        return None
+    return float(spearmanr(levels, magnitudes).statistic)
+
+
 def summarize(table: pa.Table, real_features: np.ndarray | None = None, manifest_rows: int | None = None) -> dict[str, Any]:
     """Aggregate metrics of the per-video ``table``.
 
@@ -33,11 +69,12 @@ def summarize(table: pa.Table, real_features: np.ndarray | None = None, manifest
       dominant measured flow direction is that direction (chance 0.25);
     * ``intensity_spearman``: Spearman correlation of requested level vs measured flow
       magnitude over all generated videos (None with fewer than 2 distinct levels);
+    * ``*_ci``: 95% intervals of the headline numbers (Wilson for the direction accuracy,
+      bootstrap over videos for the Spearman and the mean PSNR); ``per_level`` adds each
+      level's direction accuracy;
     * means of PSNR/SSIM of frame 0, consistency (x100), CLIP-T (x100), magnitude, speed;
     * ``fvd`` when ``real_features`` (I3D of real clips) are given and videos carry I3D features.
     """
-    from scipy.stats import spearmanr
-
     from evaluation.metrics import fvd
 
     rows = table.to_pylist()
@@ -52,9 +89,9 @@ def summarize(table: pa.Table, real_features: np.ndarray | None = None, manifest
         summary[column] = _mean([r[column] for r in ok])
     directed = [r for r in ok if r["direction"] in MOVING]
     summary["direction_videos"] = len(directed)
-    summary["direction_accuracy"] = (
-        float(np.mean([r["measured_direction"] == r["direction"] for r in directed])) if directed else None
-    )
+    hits = [r["measured_direction"] == r["direction"] for r in directed]
+    summary["direction_accuracy"] = float(np.mean(hits)) if directed else None
+    summary["direction_accuracy_ci"] = wilson_interval(int(sum(hits)), len(hits))
     confusion: dict[str, dict[str, int]] = {}
     for r in directed:
         confusion.setdefault(r["direction"], {}).setdefault(r["measured_direction"], 0)
@@ -62,15 +99,20 @@ def summarize(table: pa.Table, real_features: np.ndarray | None = None, manifest
     summary["direction_confusion"] = confusion
     levels = [r["intensity"] for r in ok]
     magnitudes = [r["magnitude"] for r in ok]
-    summary["intensity_spearman"] = (
-        float(spearmanr(levels, magnitudes).statistic) if len(set(levels)) >= 2 and len(set(magnitudes)) >= 2 else None
+    level_array, magnitude_array = np.asarray(levels, dtype=float), np.asarray(magnitudes, dtype=float)
+    summary["intensity_spearman"] = _spearman(level_array, magnitude_array)
+    summary["intensity_spearman_ci"] = (
+        bootstrap_interval(_spearman, [level_array, magnitude_array]) if summary["intensity_spearman"] is not None else None
     )
+    psnrs = np.asarray([r["psnr"] for r in ok if r["psnr"] is not None and math.isfinite(r["psnr"])], dtype=float)
+    summary["psnr_ci"] = bootstrap_interval(lambda x: float(np.mean(x)), [psnrs]) if len(psnrs) else None
     per_level = {}
     for level in sorted(set(levels)):
         chosen = [r for r in ok if r["intensity"] == level]
         per_level[str(level)] = {
             "videos": len(chosen), "magnitude": _mean([r["magnitude"] for r in chosen]),
             "magnitude_std": float(np.std([r["magnitude"] for r in chosen])), "speed": _mean([r["speed"] for r in chosen]),
+            "direction_accuracy": _mean([r["measured_direction"] == r["direction"] for r in directed if r["intensity"] == level]),
         }
     summary["per_level"] = per_level
     summary["fvd"] = None

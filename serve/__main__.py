@@ -34,7 +34,7 @@ def parse(argv: Sequence[str]) -> tuple[ServeConfig, str, int]:
     if wants_help:
         print(usage(ServeConfig, None, "python -m serve") + "\n  --host                       \"127.0.0.1\"  address to listen on\n  --port                       8000  HTTP port")
         raise SystemExit(0)
-    check(preset is None, "preset", "use --model tiny|sd15|PATH|URI")
+    check(preset is None, "preset", "use --model mini|tiny|sd15|PATH|URI")
     host = str(overrides.pop("host", "127.0.0.1"))
     port = overrides.pop("port", 8000)
     check(isinstance(port, int) and 0 < port < 65536, "port", f"must be 1..65535, got {port!r}")
@@ -49,7 +49,7 @@ def parse(argv: Sequence[str]) -> tuple[ServeConfig, str, int]:
             check(isinstance(data, dict), "config", f"{config_file} must hold a mapping")
             args = data
     cfg = from_dict(ServeConfig, deep_merge(args, overrides_to_dict(overrides)))
-    check(cfg.model is not None, "model", "required: --model tiny|sd15|PATH|runs:/...|models:/...")
+    check(cfg.model is not None, "model", "required: --model mini|tiny|sd15|PATH|runs:/...|models:/...")
     if cfg.num_gpus is None:  # a local machine without CUDA cannot place a 1-GPU replica
         import torch
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.config import ConfigError, check, check_choice, from_dict, opt, required
+from model.config import MODEL_PRESETS as PRESETS  # mini is the shipped trained model, tiny/sd15 are built fresh
 
-PRESETS = ("tiny", "sd15")
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "hdfs://", "file://")
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -31,13 +31,13 @@ class ServeConfig:
     """The LivePhoto Serve app: which model, how its replicas scale, and the HTTP API's limits."""
 
     # --- the model
-    model: str = required("tiny | sd15 | a save_pretrained folder | a training checkpoint folder | runs:/<run_id>/final_model | models:/<name>/<version>")
+    model: str = required("mini (shipped, trained) | tiny | sd15 | a save_pretrained folder | a training checkpoint folder | runs:/<run_id>/final_model | models:/<name>/<version>")
     mlflow_tracking_uri: str | None = opt(None, "MLflow tracking URI used to resolve runs:/ and models:/ URIs (None: MLflow's default / MLFLOW_TRACKING_URI)")
     device: str = opt("auto", "torch device of the model replicas: auto (cuda when there is a GPU), cpu, cuda")
     dtype: str = opt("float32", "weights dtype on the device: float32, float16, bfloat16 (float16/bfloat16 on cuda only)")
 
     # --- model replicas
-    num_gpus: float | None = opt(None, "GPUs per model replica (None: 0 for the tiny preset, 1 otherwise)")
+    num_gpus: float | None = opt(None, "GPUs per model replica (None: 0 for tiny and mini, 1 otherwise)")
     num_cpus: float = opt(1.0, "CPUs per model replica")
     min_replicas: int = opt(1, "autoscaling: fewest model replicas")
     max_replicas: int = opt(1, "autoscaling: most model replicas")
@@ -105,7 +105,7 @@ class ServeConfig:
     def replica_num_gpus(self) -> float:
         if self.num_gpus is not None:
             return self.num_gpus
-        return 0.0 if self.model == "tiny" else 1.0
+        return 0.0 if self.model in ("tiny", "mini") else 1.0  # the CPU-sized models
 
     @property
     def max_request_bytes(self) -> int:
@@ -118,5 +118,5 @@ def serve_config(args: dict[str, Any]) -> ServeConfig:
     if not isinstance(args, dict):
         raise ConfigError(f"args: expected a mapping of settings, got {args!r}")
     cfg = from_dict(ServeConfig, args)
-    check(cfg.model is not None, "model", "required: tiny | sd15 | a folder | an MLflow URI")
+    check(cfg.model is not None, "model", "required: mini | tiny | sd15 | a folder | an MLflow URI")
     return cfg

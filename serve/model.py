@@ -19,11 +19,12 @@ import numpy as np
 from ray import serve
 
 from common.config import ConfigError, from_dict
-from serve.config import ServeConfig, model_kind
+from serve.config import PRESETS, ServeConfig, model_kind
 from serve.schema import AnimateRequest, AnimateResult
 
 CHECKPOINT_WEIGHTS = "trainable.safetensors"  # training/loop.py: TRAINABLE_FILE
 CHECKPOINT_STATE = "state.json"  # training/loop.py: STATE_FILE
+CHECKPOINT_EMA = "ema.safetensors"  # training/loop.py: EMA_FILE
 
 
 def resolve_model_dir(source: str, tracking_uri: str | None = None, download_dir: str | None = None) -> Path:
@@ -39,7 +40,9 @@ def resolve_model_dir(source: str, tracking_uri: str | None = None, download_dir
         return Path(local)
     path = Path(source).expanduser()
     if not path.is_dir():
-        raise ConfigError(f"model: {source!r} is neither a preset (tiny, sd15), an existing folder nor an MLflow URI (runs:/..., models:/...)")
+        raise ConfigError(
+            f"model: {source!r} is neither a model name ({', '.join(PRESETS)}), an existing folder nor an MLflow URI (runs:/..., models:/...)"
+        )
     return path
 
 
@@ -77,7 +80,8 @@ def load_pipeline(source: str, tracking_uri: str | None = None):
 
 
 def _load_checkpoint(directory: Path):
-    """A training checkpoint: rebuild the network from its ModelConfig, load the trained weights."""
+    """A training checkpoint: rebuild the network from its ModelConfig, load the trained weights
+    (their EMA where the run kept one, as the run's final model does)."""
     from safetensors.torch import load_file
 
     from model.build import build_livephoto
@@ -88,7 +92,10 @@ def _load_checkpoint(directory: Path):
     if "model" not in meta:
         raise ConfigError(f"model: {directory / CHECKPOINT_STATE} has no 'model' section; not a training checkpoint")
     components = build_livephoto(from_dict(ModelConfig, meta["model"], prefix="model"))
-    components.model.load_trainable_state_dict(load_file(directory / CHECKPOINT_WEIGHTS))
+    state = load_file(directory / CHECKPOINT_WEIGHTS)
+    if (directory / CHECKPOINT_EMA).is_file():
+        state.update(load_file(directory / CHECKPOINT_EMA))
+    components.model.load_trainable_state_dict(state)
     return LivePhotoPipeline.from_components(components)
 
 
