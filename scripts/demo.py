@@ -5,9 +5,12 @@
 3. submits the preprocessing job with ``ray job submit --working-dir .``,
 4. submits the training job (tiny preset) on that dataset, tracked in a sqlite MLflow store,
 5. serves the trained model with Ray Serve on 127.0.0.1, sends one animation request over
-   HTTP and saves the video,
-6. prints where the dataset, the checkpoints, the MLflow run, the model and the video are, and
-   the URL of the page (``--keep-serving`` keeps the server up until Ctrl-C).
+   HTTP and saves the video (plumbing: the tiny preset's random VAE makes noise),
+6. serves the shipped LivePhoto-mini (``models/livephoto-mini``) and animates a real photo it
+   never trained on under two opposite prompts over HTTP; saves both GIFs and a side-by-side
+   strip and prints the direction each one measurably moves,
+7. prints where the dataset, the checkpoints, the MLflow run, the model and the videos are
+   (``--keep-serving`` keeps the mini server up until Ctrl-C).
 
     python scripts/demo.py [--out runs/demo] [--n 64] [--steps 60] [--port 8000] [--keep-serving]
 """
@@ -40,52 +43,102 @@ def submit(head: LocalRayHead, job_args: list[str]) -> None:
     subprocess.run(cmd, env=head.child_env(), cwd=ROOT, check=True)
 
 
-def serve_and_animate(head: LocalRayHead, model: Path, data: Path, video: Path, port: int, keep: bool) -> Path:
-    """Start ``python -m serve`` on the head, POST one photo to /v1/animate, save the GIF, stop the server."""
-    import requests
+class Server:
+    """``python -m serve --model MODEL`` on the head, stopped (SIGINT) when the block ends."""
 
-    cmd = [sys.executable, "-m", "serve", "--model", str(model), "--port", str(port), "--host", "127.0.0.1"]
-    print("$ " + " ".join(cmd), flush=True)
-    server = subprocess.Popen(cmd, env=head.child_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for line in server.stdout:  # wait for "LivePhoto is serving ..."
+    def __init__(self, head: LocalRayHead, model: str, port: int):
+        self.cmd = [sys.executable, "-m", "serve", "--model", model, "--port", str(port), "--host", "127.0.0.1"]
+        self.head, self.port = head, port
+
+    def __enter__(self) -> "Server":
+        print("$ " + " ".join(self.cmd), flush=True)
+        self.proc = subprocess.Popen(self.cmd, env=self.head.child_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        for line in self.proc.stdout:  # wait for "LivePhoto is serving ..."
             print(line, end="", flush=True)
             if "LivePhoto is serving" in line:
-                break
-        else:
-            raise RuntimeError(f"the server exited with code {server.wait()} before it was ready")
-        photo = next((data / "videos").rglob("*.mp4"))
-        import decord
-        from PIL import Image
-        import io
+                return self
+        raise RuntimeError(f"the server exited with code {self.proc.wait()} before it was ready")
 
-        frame = decord.VideoReader(str(photo))[0].asnumpy()  # a first frame of the sample data as "the photo"
-        buf = io.BytesIO()
-        Image.fromarray(frame).save(buf, format="PNG")
+    def animate(self, image_png: bytes, prompt: str, target: Path, **fields: str) -> Path:
+        import requests
+
         answer = requests.post(
-            f"http://127.0.0.1:{port}/v1/animate",
-            files={"image": ("photo.png", buf.getvalue(), "image/png")},
-            data={"prompt": "the camera pans left", "intensity": "7", "seed": "0", "format": "gif", "num_inference_steps": "10"},
+            f"http://127.0.0.1:{self.port}/v1/animate",
+            files={"image": ("photo.png", image_png, "image/png")},
+            data={"prompt": prompt, "seed": "0", "format": "gif", **fields},
             timeout=600,
         )
         answer.raise_for_status()
-        video.write_bytes(answer.content)
-        print(f"POST /v1/animate -> {answer.status_code}, {len(answer.content)} bytes, seed {answer.headers.get('X-Seed')}", flush=True)
-        print(f"Page: http://127.0.0.1:{port}/", flush=True)
-        if keep:
-            print("serving until Ctrl-C ...", flush=True)
+        target.write_bytes(answer.content)
+        print(f'POST /v1/animate "{prompt}" -> {answer.status_code}, {len(answer.content)} bytes, seed '
+              f"{answer.headers.get('X-Seed')} -> {target}", flush=True)
+        return target
+
+    def wait(self) -> None:
+        print(f"Page: http://127.0.0.1:{self.port}/ -- serving until Ctrl-C ...", flush=True)
+        try:
+            self.proc.wait()
+        except KeyboardInterrupt:
+            pass
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
             try:
-                server.wait()
-            except KeyboardInterrupt:
-                pass
-    finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=60)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                server.kill()
-    return video
+                self.proc.kill()
+
+
+def png(array) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def plumbing_photo(data: Path) -> bytes:
+    """A first frame of the sample data as "the photo" for the tiny model."""
+    import decord
+
+    return png(decord.VideoReader(str(next((data / "videos").rglob("*.mp4"))))[0].asnumpy())
+
+
+def mini_photo(size: int = 32) -> tuple[bytes, str]:
+    """A view of a real photo LivePhoto-mini never trained on (held out by the benchmark)."""
+    import numpy as np
+
+    from pipelines import sample_data
+
+    name = "chelsea"
+    image, content = sample_data.load_photos()[name]
+    view = sample_data.random_view(image, size, np.random.default_rng(7), (1.0, 1.2))
+    return png(view), content
+
+
+def measure(gif: Path) -> dict:
+    """Direction and net speed of a generated GIF, with the evaluation's flow metric."""
+    from evaluation.metrics import motion_stats
+    from model.video_io import read_video
+
+    return motion_stats(read_video(gif), max_side=32, min_shift=0.1)
+
+
+def strip(gifs: list[Path], target: Path, scale: int = 4) -> Path:
+    """One row of frames per GIF, upscaled ``scale`` times (nearest), as a PNG."""
+    import numpy as np
+    from PIL import Image
+
+    from model.video_io import read_video
+
+    rows = [np.concatenate(list(read_video(g)), axis=1) for g in gifs]
+    grid = np.concatenate(rows, axis=0)
+    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(target)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +172,19 @@ def main(argv: list[str] | None = None) -> int:
             "--train.steps", str(args.steps), "--samples.every", str(max(1, args.steps // 2)),
             "--train.val_every", str(max(1, args.steps // 2)), "--checkpoint.every", str(max(1, args.steps // 2)),
         ])
-        step("serving the trained model (python -m serve) and animating one photo over HTTP")
-        video = serve_and_animate(head, train / "final_model", data, out / "animation.gif", args.port, args.keep_serving)
+        step("serving the model just trained (python -m serve) and animating one photo over HTTP")
+        with Server(head, str(train / "final_model"), args.port) as server:
+            video = server.animate(plumbing_photo(data), "the camera pans left", out / "animation.gif",
+                                   intensity="7", num_inference_steps="10")
+        step("serving the shipped LivePhoto-mini (models/livephoto-mini) and animating a photo it never saw")
+        photo, content = mini_photo()
+        (out / "mini_photo.png").write_bytes(photo)
+        prompts = {"left": f"{content}, the scene drifts to the left", "right": f"{content}, the scene drifts to the right"}
+        with Server(head, "mini", args.port) as server:
+            gifs = {d: server.animate(photo, p, out / f"mini_{d}.gif", intensity="8", num_inference_steps="10",
+                                      guidance_scale="3") for d, p in prompts.items()}
+            if args.keep_serving:
+                server.wait()
     step("stopped the local Ray head")
 
     summary = json.loads((dataset / "summary.json").read_text())
@@ -133,8 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  checkpoints: {train / 'checkpoints'}")
     print(f"  model:       {train / 'final_model'}  (python -m model.animate --model {train / 'final_model'} --image photo.jpg --prompt ... --out out.mp4)")
     print(f"  MLflow:      mlflow ui --backend-store-uri sqlite:///{train / 'mlflow.db'}")
-    print(f"\nAnimation over HTTP: {video}")
-    print(f"Page: http://127.0.0.1:{args.port}/  (start it again with: python -m serve --model {train / 'final_model'} --port {args.port})")
+    print(f"\nAnimation over HTTP by the model just trained: {video}  (the tiny preset's VAE is random: it is noise)")
+    print(f"\nLivePhoto-mini on a photo it never saw ({out / 'mini_photo.png'}):")
+    for direction, gif in gifs.items():
+        m = measure(gif)
+        print(f'  "{prompts[direction]}" -> {gif}: measured {m["direction"]} (dx {m["dx"]:+.2f}, dy {m["dy"]:+.2f} px/frame)')
+    print(f"  side by side: {strip(list(gifs.values()), out / 'mini_strip.png')}")
+    print(f"Page: python -m serve --model mini --port {args.port}, then http://127.0.0.1:{args.port}/")
     return 0
 
 

@@ -27,20 +27,26 @@ def test_smoke_chain_writes_results(tmp_path):
     assert summary["rows_accounted"] and summary["clips_out"] == 24
     assert (out / "runs" / "main" / "final_model" / "config.json").is_file()
     evaluation = json.loads((out / "eval" / "main" / "summary.json").read_text())
-    assert evaluation["generated"] == 40 and evaluation["errors"] == 0 and evaluation["rows_accounted"]
-    assert evaluation["direction_videos"] == 40  # 2 held-out photos x 4 directions x 5 levels
+    # 2 held-out photos x 1 view x 4 directions x (5 levels + plain wording + camera wording)
+    assert evaluation["generated"] == 56 and evaluation["errors"] == 0 and evaluation["rows_accounted"]
+    assert evaluation["direction_videos"] == 56
 
-    # results.json: machine-readable, written by the benchmark, numbers from that evaluation
+    # results.json: machine-readable, written by the benchmark, numbers from that evaluation's sets
     results = json.loads((docs / "results.json").read_text())
     main = results["models"]["main"]
-    assert main["direction_accuracy"] == evaluation["direction_accuracy"]
-    assert main["intensity_spearman"] == evaluation["intensity_spearman"]
-    assert main["first_frame_psnr"] == evaluation["psnr"]
-    assert 0.0 <= main["direction_accuracy"] <= 1.0 and main["training_minutes"] > 0 and "--smoke" in main["command"]
+    assert {k: v["videos"] for k, v in main["sets"].items()} == {"main": 40, "plain": 8, "camera": 8}
+    assert main["direction_accuracy"] == main["sets"]["main"]["direction_accuracy"]
+    assert main["first_frame_psnr"] == main["sets"]["main"]["first_frame_psnr"]
+    lo, hi = main["direction_accuracy_ci"]
+    assert 0.0 <= lo <= main["direction_accuracy"] <= hi <= 1.0
+    assert set(main["per_level"]) == {"1", "3", "5", "7", "9"}
+    assert main["training_minutes"] > 0 and "--smoke" in main["command"] and results["complete"]
     assert set(results["models"]) == {"main"}
+    assert results["setup"]["preset"] == "mini" and results["setup"]["speeds_px_per_frame"][0] == 0.4
 
     # RESULTS.md: the target table and sample GIFs that exist next to it
     text = (docs / "RESULTS.md").read_text()
     assert "| direction accuracy (chance 0.25) | >= 0.9 |" in text and "--smoke" in text
+    assert "camera wording" in text and "plain wording" in text
     gifs = re.findall(r"\]\((results/[^)]+\.gif)\)", text)
     assert len(gifs) == 16 and all((docs / g).is_file() for g in gifs)
