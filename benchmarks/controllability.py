@@ -343,7 +343,9 @@ def model_card(doc: dict) -> str:
         f"  matplotlib) at 10 speeds ({s['speeds_px_per_frame'][0]}-{s['speeds_px_per_frame'][-1]} px/frame), captions in image-space",
         "  words with varied phrasing and subjects; the photos chelsea and coffee were never trained on.",
         f"- Training: {main['training_steps']} steps, batch {s['batch_size']}, AdamW lr {s['lr']} (warmup, then constant), EMA 0.995,",
-        f"  caption dropout {s['caption_dropout']}; {main['training_minutes']} min on {doc['machine']}.",
+        f"  caption dropout {s['caption_dropout']}; from step 1000 on, 30% of the clips are noised at t in [950, 1000), where",
+        "  the noised clip no longer shows the motion and only the caption can (`train.timestep_bias_*`, docs/MODEL.md);",
+        f"  {main['training_minutes']} min of wall time on {doc['machine']} (about 1.5 s a step when the machine is not shared).",
         f"- Sampling as evaluated: DDIM {s['inference_steps']} steps, guidance {s['guidance_scale']}, prior inversion on.",
         "",
         "## How well (held-out photos; [docs/RESULTS.md](../../docs/RESULTS.md), " + doc["date"] + ")",
@@ -491,7 +493,8 @@ def render_markdown(doc: dict, examples: list[dict], args) -> str:
         f"10 speeds ({', '.join(str(v) for v in s['speeds_px_per_frame'])} px/frame) over real photos, captions in "
         f"image-space words; held-out photos {', '.join(s['held_out_photos'])} are never trained on. Model: the `mini` "
         f"preset (UNet channels {s['unet_channels']}, text encoder {s['text_encoder']}, {s['autoencoder']}, {s['schedule']}); "
-        f"batch {s['batch_size']}, lr {s['lr']} constant after warmup, EMA weights (0.995), caption dropout {s['caption_dropout']}; "
+        f"batch {s['batch_size']}, lr {s['lr']} constant after warmup, EMA weights (0.995), caption dropout {s['caption_dropout']}, "
+        "from step 1000 on 30% of the clips noised at t >= 950 (the mini preset's `train.timestep_bias_*`); "
         f"sampling {s['inference_steps']} DDIM steps, guidance {s['guidance_scale']}, prior inversion on.",
         f"- **Evaluation:** {s['eval_videos_per_model']} videos per model: every direction x levels "
         + ", ".join(map(str, LEVELS)) + f" x {s['views']} views of each held-out photo, one seed per video, prompts in "
@@ -532,10 +535,11 @@ def render_markdown(doc: dict, examples: list[dict], args) -> str:
               + (f"; {main['direction_none_share']:.0%} of the main model's do)." if main["direction_none_share"] is not None else ")."), ""]
     ablated = [a for a in ABLATIONS if a in m]
     if True:
+        compared = ("the main model itself" if args.ablation_steps == args.steps else
+                    "`main_at_ablation_steps`, the main run's checkpoint at that step (EMA weights, as for every model here)")
         lines += ["## Ablations", "",
-                  f"Each ablation is the main run with one part switched off, stopped at step {args.ablation_steps} on the "
-                  f"main run's schedule (same seeds and learning rate at every step); "
-                  "`main_at_ablation_steps` is the main run's checkpoint at that step (EMA weights, as for every model here).", "",
+                  f"Each ablation is the main run with one part switched off, trained for {args.ablation_steps} steps on the "
+                  f"main run's schedule (same seeds and learning rate at every step), compared with {compared}.", "",
                   "| model | steps | train min | direction acc. | intensity Spearman | first-frame PSNR |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for name, e in m.items():

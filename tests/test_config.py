@@ -50,7 +50,7 @@ def test_bad_values_name_the_field(key, value, message):
 def test_missing_required_and_unknown_preset():
     with pytest.raises(ConfigError, match=r"missing required setting\(s\) input\.csv, output\.dir"):
         load(PreprocessConfig, presets=PRESETS, preset="tiny")
-    with pytest.raises(ConfigError, match=r"preset: got 'huge', allowed: tiny, sd15"):
+    with pytest.raises(ConfigError, match=r"preset: got 'huge', allowed: tiny, mini, sd15"):
         load(PreprocessConfig, presets=PRESETS, preset="huge", overrides=REQUIRED)
 
 
