@@ -125,7 +125,7 @@ def test_a_loaded_model_keeps_its_schedule(tmp_path):
 
 
 def _train_briefly(normalize: bool, steps: int = 30) -> dict[str, float]:
-    """A tiny model trained on random clips whose caption is the only thing that differs."""
+    """A tiny model trained on two clips that only the condition tells apart at high noise."""
     cfg = load(TrainConfig, presets=PRESETS, preset="tiny",
                overrides={"data.dir": "d", "output.dir": "o", "model.reweight_normalize": normalize,
                           "model.rescale_betas_zero_snr": True, "model.timestep_spacing": "trailing"})
@@ -134,19 +134,22 @@ def _train_briefly(normalize: bool, steps: int = 30) -> dict[str, float]:
     model.set_trainable(cfg.train.trainable)
     model.train()
     sched = DDPMScheduler.from_config(c.scheduler.config)
-    enc = encoders.encode_prompts(c.tokenizer, c.text_encoder, ["the scene drifts left", "the scene drifts right"])
-    empty = encoders.encode_prompts(c.tokenizer, c.text_encoder, [""])
     g = torch.Generator().manual_seed(0)
+    # two conditions far apart (as an oracle would be), so that the caption can tell the clips apart
+    condition = torch.randn((1, 77, 32), generator=g)
+    enc = {"embeddings": torch.cat([condition, -condition]), "attention_mask": torch.ones((2, 77), dtype=torch.long)}
+    empty = encoders.encode_prompts(c.tokenizer, c.text_encoder, [""])
     f, r = cfg.model.num_frames, cfg.model.resolution // 4
     base = torch.randn((1, 4, 1, r, r), generator=g)
     ramp = torch.linspace(-1, 1, f).view(1, 1, f, 1, 1)
     latents = torch.cat([base + ramp, base - ramp])  # clip 0 brightens, clip 1 darkens: only the text tells
     batch = {"latents": latents, "text_embedding": enc["embeddings"], "attention_mask": enc["attention_mask"],
              "image_tokens": torch.zeros((2, 16, 32)), "intensity": torch.tensor([5, 5])}
-    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
     kwargs = dict(empty_embedding=empty["embeddings"], empty_mask=empty["attention_mask"])
     for step in range(steps):
-        loss = diffusion_loss(model, batch, sched, step_generator(0, step, 0, 0), caption_dropout=0.2, **kwargs)
+        loss = diffusion_loss(model, batch, sched, step_generator(0, step, 0, 0), caption_dropout=0.2,
+                              timestep_bias=(0.5, 900), **kwargs)
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -156,8 +159,8 @@ def _train_briefly(normalize: bool, steps: int = 30) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_after_training_the_output_still_depends_on_the_caption():
-    """60 steps at lr 1e-2 on clips that only the caption tells apart (measured: gap 0.048, mean
-    weight 0.93; at init the gap is ~0.03): the prediction still depends on the caption."""
+    """60 steps at lr 3e-3, half of them at t >= 900, on clips that only the condition tells apart
+    (measured: gap 0.028 with 1 or 2 threads, mean weight 0.27): the prediction still depends on it."""
     stats = _train_briefly(normalize=True, steps=60)
     assert stats["text_cond_gap"] > 0.01, stats  # the caption still moves the prediction
     assert stats["text_token_weight"] > 0.1, stats  # and the gate has not shut
