@@ -30,6 +30,10 @@ class ConfigError(ValueError):
     """A configuration problem, with the dotted name of the field at fault."""
 
 
+class JobFailed(RuntimeError):
+    """A job ran but cannot give a result; the message says why and where to look (exit 1)."""
+
+
 def opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
     """A config field with a default and a one-line help text."""
     if isinstance(default, (list, dict, set)):
@@ -340,7 +344,8 @@ def usage(cls: type, presets: Mapping[str, Any] | None, prog: str) -> str:
 
 
 def main_with_errors(main: Callable[[Sequence[str]], Any], argv: Sequence[str]) -> int:
-    """Run a job's ``main``; a ConfigError prints one line and exits 2 (no traceback)."""
+    """Run a job's ``main``; a ConfigError prints one line and exits 2, a JobFailed prints
+    one line and exits 1 (no traceback)."""
     import sys
 
     try:
@@ -348,4 +353,7 @@ def main_with_errors(main: Callable[[Sequence[str]], Any], argv: Sequence[str]) 
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except JobFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0

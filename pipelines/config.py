@@ -15,6 +15,7 @@ from common.config import check, check_choice, nested, opt, required
 from model.config import ModelConfig, model_preset
 
 WEBVID_COLUMNS = ("videoid", "contentUrl", "duration", "page_dir", "name")
+"""The CSV columns read; which of them a row must fill depends on the video source (:meth:`InputConfig.required_fields`)."""
 
 
 @dataclass
@@ -25,11 +26,26 @@ class InputConfig:
         "auto", "where a row's video is: video_root/page_dir/videoid.mp4, the contentUrl, or auto (video_root if set)"
     )
     limit: int | None = opt(None, "read only the first N rows (smoke tests); None = all")
+    dedupe: bool = opt(
+        True,
+        "rows sharing a videoid are processed once (the row first in contentUrl, page_dir, name, duration order); "
+        "the others become 'duplicate' error rows. false = every row is processed",
+    )
 
     def __post_init__(self) -> None:
         check(self.limit is None or self.limit > 0, "limit", f"must be a positive integer or null, got {self.limit}")
+        check_choice(self.video_source, "video_source", ("auto", "video_root", "content_url"))
         if self.video_source == "video_root":
             check(self.video_root is not None, "video_root", "is required when video_source is 'video_root'")
+
+    @property
+    def uses_video_root(self) -> bool:
+        return self.video_source == "video_root" or (self.video_source == "auto" and self.video_root is not None)
+
+    def required_fields(self) -> tuple[str, ...]:
+        """CSV fields every row must fill: the id, the caption and what locates the video
+        (``duration`` is optional: an empty one is stored as NaN)."""
+        return ("videoid", "page_dir", "name") if self.uses_video_root else ("videoid", "contentUrl", "name")
 
 
 @dataclass
@@ -141,6 +157,9 @@ class PreprocessConfig:
     model: ModelConfig = nested(ModelConfig, "the model whose encoders embed captions / frames")
     output: OutputConfig = nested(OutputConfig, "where the dataset goes")
     ray_address: str | None = opt(None, "Ray cluster to join; None = the job's cluster or a new local one")
+    check_resources: bool = opt(
+        True, "stop at start when the stages' CPUs/GPUs cannot fit the cluster (false on an autoscaling cluster that grows later)"
+    )
 
     def __post_init__(self) -> None:
         check(

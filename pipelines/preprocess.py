@@ -10,7 +10,9 @@ Two streaming passes, nothing but small score columns collected on the driver:
    ``OUT/errors/``; then ``summary.json``, ``intensity_bins.json``, ``dataset.json`` and
    ``intensity_hist.png``; the staging folder is removed.
 
-An existing non-empty ``OUT`` is refused unless ``output.overwrite`` (no resume).
+An existing non-empty ``OUT`` is refused unless ``output.overwrite`` (no resume). Rows sharing
+a videoid are processed once unless ``input.dedupe`` is false. A run in which no row gives a
+clip still writes ``errors/`` and ``summary.json``, then raises :class:`NoClipsError`.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.expressions import col
 
-from common.config import ConfigError
+from common.config import ConfigError, JobFailed
+from common.resources import Demand, check_fits, cluster_nodes
 from pipelines import storage
-from pipelines.config import WEBVID_COLUMNS, PreprocessConfig
+from pipelines.config import WEBVID_COLUMNS, InputConfig, PreprocessConfig
 from pipelines.motion import bins_info, compute_bin_edges, edges_from_info, intensity_value
 from pipelines.schema import ARRAY_COLUMNS, CLIP_COLUMNS, ERROR_COLUMNS, array_specs, dataset_info
 from pipelines.stages import (
@@ -40,14 +43,16 @@ from pipelines.stages import (
     decode_batch,
     score_batch_farneback,
 )
+from pipelines.video import pick_one_per_videoid
 
 
 class CsvError(ConfigError):
     """The input CSV cannot be used at all (unreadable, or a WebVid column is missing)."""
 
 
-def check_csv(uri: str) -> list[str]:
-    """Read only the CSV header; raise CsvError if it is unreadable or lacks a WebVid column."""
+def check_csv(uri: str, input_cfg: InputConfig) -> list[str]:
+    """Read only the CSV header; raise CsvError if it is unreadable or lacks a column the
+    video source needs. Returns the WebVid columns it has."""
     try:
         if uri.startswith(("http://", "https://")):
             import fsspec
@@ -61,19 +66,23 @@ def check_csv(uri: str) -> list[str]:
             names = reader.schema.names
     except (OSError, pa.ArrowInvalid, FileNotFoundError) as exc:
         raise CsvError(f"input.csv: cannot read {uri!r} as CSV: {str(exc).splitlines()[0]}") from None
-    missing = [c for c in WEBVID_COLUMNS if c not in names]
+    needed = input_cfg.required_fields()
+    missing = [c for c in needed if c not in names]
     if missing:
+        source = "input.video_root" if input_cfg.uses_video_root else "contentUrl"
         raise CsvError(
-            f"input.csv: {uri!r} lacks WebVid column(s) {', '.join(missing)}; has {', '.join(names)}; "
-            f"needs {', '.join(WEBVID_COLUMNS)}"
+            f"input.csv: {uri!r} lacks column(s) {', '.join(missing)}; has {', '.join(names)}; "
+            f"videos found by {source} need {', '.join(needed)} (WebVid columns: {', '.join(WEBVID_COLUMNS)})"
         )
-    return names
+    return [c for c in WEBVID_COLUMNS if c in names]
 
 
-def read_rows(cfg: PreprocessConfig) -> ray.data.Dataset:
-    """The CSV as a dataset of string columns (so an empty or odd cell never breaks parsing)."""
+def read_rows(cfg: PreprocessConfig, columns: list[str] | None = None) -> ray.data.Dataset:
+    """The CSV's WebVid ``columns`` (default: those it has) as a dataset of strings, so an
+    empty or odd cell never breaks parsing."""
     uri = cfg.input.csv
-    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in WEBVID_COLUMNS}, strings_can_be_null=True)
+    columns = columns if columns is not None else check_csv(uri, cfg.input)
+    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True)
     if uri.startswith(("http://", "https://")):
         import fsspec
 
@@ -82,10 +91,36 @@ def read_rows(cfg: PreprocessConfig) -> ray.data.Dataset:
         ds = ray.data.from_arrow(table)
     else:
         ds = ray.data.read_csv(uri, convert_options=convert)
-    ds = ds.select_columns(list(WEBVID_COLUMNS))
+    ds = ds.select_columns(columns)
     if cfg.input.limit is not None:
         ds = ds.limit(cfg.input.limit)
     return ds
+
+
+def dedupe(rows: ray.data.Dataset, columns: list[str]) -> tuple[ray.data.Dataset, list[dict[str, Any]]]:
+    """Rows with one row per videoid, and the error rows of the other rows sharing one.
+
+    A distributed count finds the shared videoids (usually few); only their rows reach the
+    driver, which keeps one of each (:func:`pipelines.video.pick_one_per_videoid`).
+    """
+    counts = rows.groupby("videoid").count().filter(expr=col("count()") > 1).take_all()
+    shared = sorted(str(r["videoid"]) for r in counts if r["videoid"] not in (None, ""))
+    if not shared:
+        return rows, []
+    kept, errors = pick_one_per_videoid(rows.filter(expr=col("videoid").is_in(shared)).take_all())
+    schema = pa.schema([(c, pa.string()) for c in columns])
+    kept_ds = ray.data.from_arrow(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in kept], schema=schema))
+    return rows.filter(expr=col("videoid").not_in(shared)).union(kept_ds), errors
+
+
+def check_cluster(cfg: PreprocessConfig) -> None:
+    """ConfigError within seconds when the stages cannot run at once on this cluster."""
+    demands = [Demand("decode tasks (decode.num_cpus)", cfg.decode.num_cpus)]
+    if cfg.flow.backend != "farneback":
+        demands.append(Demand("the RAFT actor (flow.num_cpus, flow.num_gpus)", cfg.flow.num_cpus, cfg.flow.num_gpus))
+    if cfg.encode.captions or cfg.encode.latents or cfg.encode.image_tokens:
+        demands.append(Demand("the encoder actor (encode.num_cpus, encode.num_gpus)", cfg.encode.num_cpus, cfg.encode.num_gpus))
+    check_fits(demands, cluster_nodes(), "lower those settings, or run on a cluster that has them")
 
 
 def csv_folder(cfg: PreprocessConfig) -> str:
@@ -143,11 +178,17 @@ def build_stream(cfg: PreprocessConfig, rows: ray.data.Dataset) -> ray.data.Data
     return ds if cfg.encode.store_frames else ds.drop_columns(["frames"])
 
 
+def _ok_clip_stats_empty() -> Any:
+    return pa.table({"flow_score": pa.array([], pa.float64()), "ssim_score": pa.array([], pa.float64()),
+                     "clip_index": pa.array([], pa.int64())}).to_pandas()
+
+
 def _ok_clip_stats(staging: str) -> Any:
     """Scores and clip_index of the ok clips: the only per-clip data that reaches the driver (24 bytes a clip)."""
     columns = ["flow_score", "ssim_score", "clip_index", "error"]
-    ok = ray.data.read_parquet(staging).select_columns(columns).filter(expr=col("error") == "")
-    return ok.select_columns(columns[:3]).to_pandas()
+    ok = ray.data.read_parquet(staging).select_columns(columns).filter(expr=col("error") == "").select_columns(columns[:3])
+    tables = [t for t in ray.get(ok.to_arrow_refs()) if t.num_rows]
+    return pa.concat_tables(tables).to_pandas() if tables else _ok_clip_stats_empty()  # every row failed
 
 
 def _bin_edges(cfg: PreprocessConfig, flow: np.ndarray, ssim: np.ndarray) -> tuple[list[float], dict[str, Any]]:
@@ -161,16 +202,21 @@ def _bin_edges(cfg: PreprocessConfig, flow: np.ndarray, ssim: np.ndarray) -> tup
     return edges, bins_info(edges, source, levels, len(flow))
 
 
-def _write_errors(staging: str, out: str) -> dict[str, int]:
-    """Error rows -> ``OUT/errors/`` (an empty table when there are none); returns counts by reason."""
-    errors = ray.data.read_parquet(staging).select_columns(ERROR_COLUMNS).filter(expr=col("error") != "")
-    tables = [t for t in ray.get(errors.to_arrow_refs()) if t.num_rows]
-    merged = pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in ERROR_COLUMNS})
+def _write_errors(staging: str | None, out: str, extra: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, Any] | None]:
+    """Error rows of the stream and ``extra`` ones -> ``OUT/errors/errors.parquet`` (an empty
+    table when there are none); returns counts by reason and the first error row."""
+    schema = pa.schema([(c, pa.string()) for c in ERROR_COLUMNS])
+    tables = []
+    if staging is not None:
+        errors = ray.data.read_parquet(staging).select_columns(ERROR_COLUMNS).filter(expr=col("error") != "")
+        tables = [t.select(ERROR_COLUMNS).cast(schema) for t in ray.get(errors.to_arrow_refs()) if t.num_rows]
+    merged = pa.concat_tables([*tables, pa.Table.from_pylist(extra, schema=schema)])
     buf = pa.BufferOutputStream()
     pq.write_table(merged, buf)
     storage.write_bytes(storage.join(out, "errors", "errors.parquet"), buf.getvalue().to_pybytes())
     counts = merged.column("error").value_counts().to_pylist() if merged.num_rows else []
-    return {str(c["values"]): int(c["counts"]) for c in counts}
+    first = merged.slice(0, 1).to_pylist()[0] if merged.num_rows else None
+    return {str(c["values"]): int(c["counts"]) for c in counts}, first
 
 
 def _histogram_png(flow: list[float], ssim: list[float], edges: list[float], source: str) -> bytes:
@@ -194,40 +240,57 @@ def _histogram_png(flow: list[float], ssim: list[float], edges: list[float], sou
     return buf.getvalue()
 
 
+class NoClipsError(JobFailed):
+    """The run ended with no clip at all (every row an error, or no rows); its error table and
+    summary are written before this is raised."""
+
+
 def run(cfg: PreprocessConfig) -> dict[str, Any]:
-    """Run both passes and write the dataset; returns the summary (also in ``summary.json``)."""
+    """Run both passes and write the dataset; returns the summary (also in ``summary.json``).
+
+    Raises :class:`NoClipsError` after writing ``errors/`` and ``summary.json`` when no row
+    gave a clip.
+    """
     out = cfg.output.dir.rstrip("/")
-    if storage.is_nonempty_dir(out):
-        if not cfg.output.overwrite:
-            raise ConfigError(f"output.dir: {out} exists and is not empty; pass --output.overwrite true to replace it")
-        storage.remove(out)
-    check_csv(cfg.input.csv)
+    replace = storage.is_nonempty_dir(out)
+    if replace and not cfg.output.overwrite:
+        raise ConfigError(f"output.dir: {out} exists and is not empty; pass --output.overwrite true to replace it")
+    # every check before anything is deleted or started
+    if cfg.check_resources:
+        check_cluster(cfg)
+    columns = check_csv(cfg.input.csv, cfg.input)
     specs = array_specs(cfg)  # fails early if an encoder's config cannot be found
     if cfg.intensity.bins is not None:
         edges_from_info(json.loads(storage.read_text(cfg.intensity.bins)), cfg.intensity.source, cfg.intensity.levels)
+    if replace:
+        storage.remove(out)
 
     # Pass 1: decode, score, embed -> staging.
     started = time.perf_counter()
     staging = storage.join(out, "_staging")
-    rows = read_rows(cfg)
+    rows = read_rows(cfg, columns)
     rows_in = rows.count()
+    rows, duplicates = dedupe(rows, columns) if cfg.input.dedupe and rows_in else (rows, [])
     build_stream(cfg, rows).write_parquet(staging, min_rows_per_file=cfg.output.rows_per_file)
     pass1_s = time.perf_counter() - started
 
     # Pass 2: levels; split clips and errors.
-    stats = _ok_clip_stats(staging)
+    has_staging = storage.is_nonempty_dir(staging)
+    stats = _ok_clip_stats(staging) if has_staging else _ok_clip_stats_empty()
     flow, ssim = stats["flow_score"].to_numpy(), stats["ssim_score"].to_numpy()
     edges, bins = _bin_edges(cfg, flow, ssim)
     keep = CLIP_COLUMNS + [c for c in ARRAY_COLUMNS if c in specs]
-    (
-        ray.data.read_parquet(staging)
-        .filter(expr=col("error") == "")
-        .map_batches(add_levels, fn_kwargs={"edges": edges, "source": cfg.intensity.source}, batch_format="numpy")
-        .select_columns(keep)
-        .write_parquet(storage.join(out, "clips"), min_rows_per_file=cfg.output.rows_per_file)
-    )
-    by_error = _write_errors(staging, out)
-    storage.remove(staging)
+    if len(stats):
+        (
+            ray.data.read_parquet(staging)
+            .filter(expr=col("error") == "")
+            .map_batches(add_levels, fn_kwargs={"edges": edges, "source": cfg.intensity.source}, batch_format="numpy")
+            .select_columns(keep)
+            .write_parquet(storage.join(out, "clips"), min_rows_per_file=cfg.output.rows_per_file)
+        )
+    by_error, first_error = _write_errors(staging if has_staging else None, out, duplicates)
+    if has_staging:
+        storage.remove(staging)
     elapsed = time.perf_counter() - started
 
     clips_out, rows_ok = len(stats), int((stats["clip_index"] == 0).sum())
@@ -245,8 +308,20 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
         "intensity": bins,
         "output": out,
     }
-    storage.write_text(storage.join(out, "intensity_bins.json"), json.dumps(bins, indent=2))
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
+    if not clips_out:
+        raise NoClipsError(_no_clips_message(cfg, summary, first_error))
+    storage.write_text(storage.join(out, "intensity_bins.json"), json.dumps(bins, indent=2))
     storage.write_text(storage.join(out, "dataset.json"), json.dumps(dataset_info(cfg, specs, bins), indent=2))
     storage.write_bytes(storage.join(out, "intensity_hist.png"), _histogram_png(flow, ssim, edges, cfg.intensity.source))
     return summary
+
+
+def _no_clips_message(cfg: PreprocessConfig, summary: dict[str, Any], first: dict[str, Any] | None) -> str:
+    out = summary["output"]
+    if not summary["rows_in"]:
+        return f"no clips: {cfg.input.csv} has no data rows (summary in {out}/summary.json)"
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary["errors"].items(), key=lambda kv: -kv[1]))
+    example = f"; e.g. videoid {first['videoid']}: {first['message']}" if first else ""
+    return (f"no clips: none of the {summary['rows_in']} rows gave a clip ({reasons}){example}; "
+            f"every row's reason is in {out}/errors/errors.parquet, the counts in {out}/summary.json")

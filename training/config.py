@@ -153,6 +153,9 @@ class TrainConfig:
     resume: str | None = opt(None, "continue a stopped run: a checkpoint folder, or 'latest' (newest in output.dir)")
     init_from: str | None = opt(None, "start a new stage from a checkpoint's weights (fresh optimizer, step 0, new MLflow run)")
     ray_address: str | None = opt(None, "Ray cluster to join; None = the job's cluster or a new local one")
+    check_resources: bool = opt(
+        True, "stop at start when the workers' CPUs/GPUs cannot fit the cluster (false on an autoscaling cluster that grows later)"
+    )
 
     def __post_init__(self) -> None:
         check(self.resume is None or self.init_from is None, "init_from", "give resume or init_from, not both")

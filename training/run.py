@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ConfigError, to_dict
+from common.resources import Demand, check_fits, cluster_nodes
 from training.config import TrainConfig
 from training.data import DatasetError, check_compatible, open_dataset
 from training.loop import check_model_config, checkpoint_step, train_loop_per_worker
@@ -71,6 +72,13 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.init_from is not None:
         check_model_config(cfg.init_from, cfg)
 
+    if cfg.check_resources:
+        scaling = cfg.scaling
+        check_fits(
+            [Demand("the training workers (scaling.num_workers x scaling.cpus_per_worker, scaling.use_gpu)",
+                    scaling.cpus_per_worker, 1.0 if scaling.use_gpu else 0.0, count=scaling.num_workers)],
+            cluster_nodes(), "lower those settings, or run on a cluster that has them",
+        )
     data = open_dataset(cfg.data)
     dims = encoder_dims(cfg.model)
     check_compatible(data.info, cfg.model, dims["text_dim"], dims["image_dim"] if cfg.model.use_content_encoder else None)
