@@ -26,6 +26,10 @@ class InputConfig:
         "auto", "where a row's video is: video_root/page_dir/videoid.mp4, the contentUrl, or auto (video_root if set)"
     )
     limit: int | None = opt(None, "read only the first N rows (smoke tests); None = all")
+    fetch_timeout_s: float = opt(30.0, "remote videos: connect and read timeout of one HTTP attempt, seconds")
+    fetch_retries: int = opt(2, "remote videos: further HTTP attempts after a timeout, a dropped connection or a 5xx/429")
+    fetch_deadline_s: float = opt(120.0, "remote videos: time for all attempts of one video, seconds")
+    max_video_mb: float = opt(512.0, "remote videos: larger ones become 'too_large' error rows (bounds a worker's memory)")
     dedupe: bool = opt(
         True,
         "rows sharing a videoid are processed once (the row first in contentUrl, page_dir, name, duration order); "
@@ -35,6 +39,9 @@ class InputConfig:
     def __post_init__(self) -> None:
         check(self.limit is None or self.limit > 0, "limit", f"must be a positive integer or null, got {self.limit}")
         check_choice(self.video_source, "video_source", ("auto", "video_root", "content_url"))
+        for name in ("fetch_timeout_s", "fetch_deadline_s", "max_video_mb"):
+            check(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
+        check(self.fetch_retries >= 0, "fetch_retries", f"must be >= 0, got {self.fetch_retries}")
         if self.video_source == "video_root":
             check(self.video_root is not None, "video_root", "is required when video_source is 'video_root'")
 

@@ -34,6 +34,7 @@ from common.config import ConfigError, JobFailed
 from common.resources import Demand, check_fits, cluster_nodes
 from pipelines import storage
 from pipelines.config import WEBVID_COLUMNS, InputConfig, PreprocessConfig
+from pipelines.fetch import fetch_http
 from pipelines.motion import bins_info, compute_bin_edges, edges_from_info, intensity_value
 from pipelines.schema import ARRAY_COLUMNS, CLIP_COLUMNS, ERROR_COLUMNS, array_specs, dataset_info
 from pipelines.stages import (
@@ -43,11 +44,18 @@ from pipelines.stages import (
     decode_batch,
     score_batch_farneback,
 )
-from pipelines.video import pick_one_per_videoid
+from pipelines.video import RowError, pick_one_per_videoid
 
 
 class CsvError(ConfigError):
     """The input CSV cannot be used at all (unreadable, or a WebVid column is missing)."""
+
+
+def _fetch_csv(uri: str, input_cfg: InputConfig) -> bytes:
+    try:
+        return fetch_http(uri, input_cfg.fetch_timeout_s, input_cfg.fetch_retries, input_cfg.fetch_deadline_s, None)
+    except RowError as exc:
+        raise CsvError(f"input.csv: cannot fetch {uri!r}: {exc}") from None
 
 
 def check_csv(uri: str, input_cfg: InputConfig) -> list[str]:
@@ -55,9 +63,7 @@ def check_csv(uri: str, input_cfg: InputConfig) -> list[str]:
     video source needs. Returns the WebVid columns it has."""
     try:
         if uri.startswith(("http://", "https://")):
-            import fsspec
-
-            stream: Any = fsspec.open(uri, "rb").open()
+            stream: Any = io.BytesIO(_fetch_csv(uri, input_cfg))
         else:
             fs, path = storage.filesystem(uri)
             stream = fs.open_input_stream(path)
@@ -84,11 +90,7 @@ def read_rows(cfg: PreprocessConfig, columns: list[str] | None = None) -> ray.da
     columns = columns if columns is not None else check_csv(uri, cfg.input)
     convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True)
     if uri.startswith(("http://", "https://")):
-        import fsspec
-
-        with fsspec.open(uri, "rb") as f:
-            table = pacsv.read_csv(io.BytesIO(f.read()), convert_options=convert)
-        ds = ray.data.from_arrow(table)
+        ds = ray.data.from_arrow(pacsv.read_csv(io.BytesIO(_fetch_csv(uri, cfg.input)), convert_options=convert))
     else:
         ds = ray.data.read_csv(uri, convert_options=convert)
     ds = ds.select_columns(columns)

@@ -26,7 +26,9 @@ from pipelines.config import ClipConfig, InputConfig
 REASONS = {
     "bad_row": "a CSV field the video source needs is empty (videoid, name, and page_dir or contentUrl)",
     "bad_duration": "duration is not ISO-8601 like PT00H00M08S",
-    "missing": "the video file does not exist",
+    "missing": "the video file does not exist (or the server answers 404/410)",
+    "fetch_failed": "a remote video could not be fetched within input.fetch_retries / input.fetch_deadline_s",
+    "too_large": "a remote video is larger than input.max_video_mb",
     "empty": "the video file has zero bytes",
     "unreadable": "decord cannot open the file (corrupt, truncated or unsupported codec)",
     "too_short": "fewer frames than one clip needs",
@@ -147,13 +149,16 @@ class OpenedVideo:
     fps: float
 
 
-def open_video(path: str, threads: int = 1) -> OpenedVideo:
-    """Open with decord (remote files are read into memory first); RowError on failure."""
+def open_video(path: str, input_cfg: InputConfig, threads: int = 1) -> OpenedVideo:
+    """Open with decord (remote files are fetched into memory first, within ``input_cfg``'s
+    limits: :func:`pipelines.fetch.fetch`); RowError on failure."""
     import decord
 
     source: Any = path
     if _is_remote(path):
-        data = read_bytes(path)
+        from pipelines.fetch import fetch
+
+        data = fetch(path, input_cfg)
         if not data:
             raise RowError("empty", f"{path} has zero bytes")
         source = io.BytesIO(data)
@@ -175,28 +180,6 @@ def open_video(path: str, threads: int = 1) -> OpenedVideo:
     return OpenedVideo(reader, n, fps)
 
 
-def read_bytes(url: str) -> bytes:
-    """Whole file from s3:// gs:// (pyarrow filesystems) or http(s):// (fsspec)."""
-    scheme = urlparse(url).scheme
-    try:
-        if scheme in ("http", "https"):
-            import fsspec
-
-            with fsspec.open(url, "rb") as f:
-                return f.read()
-        import pyarrow.fs as pafs
-
-        fs, inner = pafs.FileSystem.from_uri(url)
-        with fs.open_input_stream(inner) as f:
-            return f.read()
-    except FileNotFoundError:
-        raise RowError("missing", f"no such file: {url}") from None
-    except OSError as exc:
-        if "not found" in str(exc).lower() or "no such" in str(exc).lower():
-            raise RowError("missing", f"no such file: {url}") from None
-        raise
-
-
 def decode_clip(video: OpenedVideo, indices: np.ndarray, height: int, width: int) -> np.ndarray:
     """Decode only ``indices`` and centre-crop/resize: uint8 (frames, height, width, 3)."""
     try:
@@ -212,7 +195,7 @@ def decode_row(row: dict[str, Any], input_cfg: InputConfig, clip_cfg: ClipConfig
     """One CSV row -> its clip rows, or raise RowError."""
     duration = check_row(row, input_cfg)
     path = resolve_video_path(row, input_cfg, csv_dir)
-    video = open_video(path, clip_cfg.decode_threads)
+    video = open_video(path, input_cfg, clip_cfg.decode_threads)
     clips = []
     for clip_index, start in enumerate(clip_starts(video.num_frames, clip_cfg, str(row["videoid"]))):
         frames = decode_clip(video, frame_indices(start, clip_cfg), clip_cfg.height, clip_cfg.width)
