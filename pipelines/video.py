@@ -30,7 +30,8 @@ REASONS = {
     "fetch_failed": "a remote video could not be fetched within input.fetch_retries / input.fetch_deadline_s",
     "too_large": "a remote video is larger than input.max_video_mb",
     "empty": "the video file has zero bytes",
-    "unreadable": "decord cannot open the file (corrupt, truncated or unsupported codec)",
+    "unreadable": "decord cannot open the file (corrupt, truncated or unsupported codec; the message names the codec)",
+    "no_video": "the file has no video stream (e.g. audio only)",
     "too_short": "fewer frames than one clip needs",
     "decode_failed": "decord opened the file but failed while decoding the sampled frames",
     "duplicate": "another row has the same videoid (input.dedupe keeps one of them)",
@@ -147,11 +148,69 @@ class OpenedVideo:
     reader: Any
     num_frames: int
     fps: float
+    rotation: int = 0
+    """Display rotation in degrees counter-clockwise (0, 90, 180, 270); decord already returns upright frames."""
 
 
-def open_video(path: str, input_cfg: InputConfig, threads: int = 1) -> OpenedVideo:
-    """Open with decord (remote files are fetched into memory first, within ``input_cfg``'s
-    limits: :func:`pipelines.fetch.fetch`); RowError on failure."""
+@dataclass
+class Probe:
+    width: int
+    height: int
+    rotation: int
+    codec: str
+
+
+def probe(source: Any) -> Probe | None:
+    """Size, display rotation and codec of the first video stream (PyAV), None if the file has
+    no video stream; RowError ``unreadable`` if FFmpeg cannot open it at all."""
+    import av
+
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    try:
+        with av.open(source) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            rotation = 0
+            try:
+                for frame in container.decode(stream):
+                    rotation = int(round(frame.rotation or 0)) % 360
+                    break
+            except av.FFmpegError:
+                pass  # undecodable frames: decord gives the reason below
+            ctx = stream.codec_context
+            return Probe(int(ctx.width or 0), int(ctx.height or 0), rotation - rotation % 90, stream.codec_context.name)
+    except av.FFmpegError as exc:
+        raise RowError("unreadable", f"FFmpeg cannot open it: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+    finally:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+
+
+def decode_size(info: Probe, height: int, width: int) -> tuple[int, int]:
+    """(width, height) to let the decoder scale frames to (-1, -1 = as stored).
+
+    A frame much larger than the clip (e.g. 4K for a 256 px clip) is scaled inside the decoder
+    to twice the size the centre crop needs, so a worker holds at most ~4x the clip's pixels
+    per frame; smaller frames are decoded as stored.
+    """
+    w, h = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)  # as displayed
+    if not (w and h):
+        return -1, -1
+    scale = 2 * max(height / h, width / w)
+    if scale >= 1:
+        return -1, -1
+    return max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)  # decord sizes the upright frame
+
+
+def open_video(path: str, input_cfg: InputConfig, threads: int = 1, size: tuple[int, int] | None = None) -> OpenedVideo:
+    """Open with decord for clips of ``size`` = (height, width) (remote files are fetched into
+    memory first, within ``input_cfg``'s limits: :func:`pipelines.fetch.fetch`); RowError on failure.
+
+    PyAV probes the file first: no video stream is ``no_video``, a codec decord cannot decode
+    ``unreadable`` naming it; large frames are scaled in the decoder (:func:`decode_size`).
+    """
     import decord
 
     source: Any = path
@@ -170,24 +229,37 @@ def open_video(path: str, input_cfg: InputConfig, threads: int = 1) -> OpenedVid
         if os.path.getsize(path) == 0:
             raise RowError("empty", f"{path} has zero bytes")
     try:
-        reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=threads)
+        info = probe(source)
+    except RowError as exc:
+        raise RowError("unreadable", f"{path}: {exc}") from None
+    if info is None:
+        raise RowError("no_video", f"{path}: no video stream (audio only?)")
+    dw, dh = decode_size(info, *size) if size else (-1, -1)
+    try:
+        reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=threads, width=dw, height=dh)
         n = len(reader)
         fps = float(reader.get_avg_fps())
     except Exception as exc:  # decord raises DECORDError / RuntimeError for corrupt files
-        raise RowError("unreadable", f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+        raise RowError(
+            "unreadable", f"{path}: {info.codec} video, decord: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from None
     if n <= 0:
         raise RowError("unreadable", f"{path}: no video frames")
-    return OpenedVideo(reader, n, fps)
+    if not np.isfinite(fps) or fps <= 0:
+        fps = float("nan")
+    return OpenedVideo(reader, n, fps, info.rotation)
 
 
 def decode_clip(video: OpenedVideo, indices: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Decode only ``indices`` and centre-crop/resize: uint8 (frames, height, width, 3)."""
+    """Decode only ``indices`` (upright) and centre-crop/resize: uint8 (frames, height, width, 3)."""
     try:
         raw = video.reader.get_batch(list(map(int, indices))).asnumpy()
     except Exception as exc:
         raise RowError("decode_failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
     if raw.shape[0] != len(indices):
         raise RowError("decode_failed", f"asked for {len(indices)} frames, got {raw.shape[0]}")
+    if raw.ndim != 4 or raw.shape[-1] != 3:
+        raise RowError("decode_failed", f"decoder returned frames of shape {raw.shape[1:]}, expected (height, width, 3)")
     return np.stack([center_crop_resize(frame, height, width) for frame in raw])
 
 
@@ -195,7 +267,7 @@ def decode_row(row: dict[str, Any], input_cfg: InputConfig, clip_cfg: ClipConfig
     """One CSV row -> its clip rows, or raise RowError."""
     duration = check_row(row, input_cfg)
     path = resolve_video_path(row, input_cfg, csv_dir)
-    video = open_video(path, input_cfg, clip_cfg.decode_threads)
+    video = open_video(path, input_cfg, clip_cfg.decode_threads, size=(clip_cfg.height, clip_cfg.width))
     clips = []
     for clip_index, start in enumerate(clip_starts(video.num_frames, clip_cfg, str(row["videoid"]))):
         frames = decode_clip(video, frame_indices(start, clip_cfg), clip_cfg.height, clip_cfg.width)

@@ -130,7 +130,9 @@ def test_decode_row_decodes_only_the_sampled_frames(tmp_path):
         assert clip["frames"].shape == (5, 64, 96, 3) and clip["frames"].dtype == np.uint8
         idx = frame_indices(clip["clip_start"], cfg)
         expected = np.stack([center_crop_resize(f, 64, 96) for f in reader.get_batch(list(idx)).asnumpy()])
-        np.testing.assert_array_equal(clip["frames"], expected)
+        # 1280x720 is scaled in the decoder to twice the clip's size first (bounded memory): close, not equal
+        diff = np.abs(clip["frames"].astype(np.float32) - expected)
+        assert diff.mean() < 2.0 and np.percentile(diff, 99) < 20, (diff.mean(), np.percentile(diff, 99))
     assert clips[0]["fps"] == pytest.approx(25.0) and clips[0]["duration_s"] == 10
 
 
