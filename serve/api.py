@@ -40,7 +40,7 @@ FORM_FIELDS = (
 )
 MAX_SEED = 2**32 - 1
 MAX_FPS = 60
-OPEN_PATHS = ("/", "/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
+OPEN_PATHS = ("/", "/healthz", "/livez", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
 _INT = re.compile(r"[+-]?\d{1,20}")
 
 
@@ -203,6 +203,8 @@ class Backend:
 
     animate: Callable[[AnimateRequest], Awaitable[AnimateResult]]
     describe: Callable[[], Awaitable[dict[str, Any]]]
+    ready: Callable[[], Awaitable[bool]] | None = None
+    """Whether a model replica can run the pipeline now (None: always, for tests without Ray)."""
 
 
 def _remote_cause(exc: BaseException) -> BaseException:
@@ -212,7 +214,12 @@ def _remote_cause(exc: BaseException) -> BaseException:
 
 def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -> FastAPI:
     """The FastAPI app: ``GET /``, ``GET /healthz``, ``GET /v1/model``, ``POST /v1/animate``."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    retry = {"Retry-After": str(cfg.retry_after_s)}
+    gone = (DeploymentUnavailableError, RayActorError, ActorUnavailableError)
+    """The model replica is not there: not started yet, or died mid-request (Serve restarts it)."""
 
     app = FastAPI(
         title="LivePhoto",
@@ -244,10 +251,26 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
     async def page() -> HTMLResponse:
         return HTMLResponse(PAGE_HTML)
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
         """Liveness: the ingress answers (no model call, no API key)."""
         return {"status": "ok"}
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """Readiness (no API key): 200 while a model replica can run the pipeline (``model``:
+        ``ready``, or ``busy`` when every replica is occupied); 503 with Retry-After while none can."""
+        if backend.ready is None:
+            return JSONResponse({"status": "ok", "model": "ready"})
+        try:
+            ok = await asyncio.wait_for(backend.ready(), timeout=cfg.health_timeout_s)
+        except (asyncio.TimeoutError, BackPressureError):
+            return JSONResponse({"status": "ok", "model": "busy"})
+        except gone as exc:
+            return JSONResponse({"status": "unavailable", "model": f"no replica: {type(exc).__name__}"}, 503, headers=retry)
+        if not ok:
+            return JSONResponse({"status": "unavailable", "model": "the pipeline failed its check"}, 503, headers=retry)
+        return JSONResponse({"status": "ok", "model": "ready"})
 
     @app.get("/v1/model")
     async def get_model() -> dict[str, Any]:
@@ -255,8 +278,10 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
         request limits, and the batch sizes one model replica has run."""
         try:
             described = await backend.describe()
-        except (BackPressureError, DeploymentUnavailableError):
-            raise ApiError(503, "model", "busy; retry later", {"Retry-After": str(cfg.retry_after_s)}) from None
+        except BackPressureError:
+            raise ApiError(503, "model", "busy; retry later", retry) from None
+        except gone:
+            raise ApiError(503, "model", "not available (starting or restarting); retry later", retry) from None
         return {
             **described,
             "limits": {
@@ -341,11 +366,18 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
         except asyncio.TimeoutError:
             return _json_error(504, f"request: no video within {cfg.request_timeout_s:g} s; retry later or ask for fewer frames/steps")
         except BackPressureError:
-            return _json_error(503, "model: queue full; retry later", {"Retry-After": str(cfg.retry_after_s)})
+            return _json_error(503, "model: queue full; retry later", retry)
         except DeploymentUnavailableError:
-            return _json_error(503, "model: not available yet; retry later", {"Retry-After": str(cfg.retry_after_s)})
+            return _json_error(503, "model: not available yet; retry later", retry)
+        except (RayActorError, ActorUnavailableError) as exc:
+            logger.warning("model replica lost during a request: %s", str(exc).splitlines()[0][:300])
+            return _json_error(503, "model: the replica running this request stopped and is being restarted; retry later", retry)
         except ValueError as exc:  # the pipeline's own input check (names the field)
             return _json_error(422, str(_remote_cause(exc)).splitlines()[0])
+        except Exception as exc:  # noqa: BLE001 - a JSON answer, never a bare 500
+            cause = _remote_cause(exc)
+            logger.exception("animate failed")
+            return _json_error(500, f"model: {type(cause).__name__}: {str(cause).splitlines()[0][:300] if str(cause) else ''}")
         # 5. the video
         video = await asyncio.to_thread(encode_video, result.frames, rate, fmt)
         headers = {
@@ -380,5 +412,8 @@ class LivePhotoIngress:
     async def _describe(self) -> dict[str, Any]:
         return await self.model.describe.remote()
 
+    async def _ready(self) -> bool:
+        return await self.model.ready.remote()
+
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.cfg, Backend(self._animate, self._describe), self.api_key)
+        return create_app(self.cfg, Backend(self._animate, self._describe, self._ready), self.api_key)

@@ -60,6 +60,8 @@ class ServeConfig:
     max_image_bytes: int = opt(20 * 1024 * 1024, "largest uploaded image file in bytes (413 beyond)")
     max_image_pixels: int = opt(40_000_000, "largest image width * height, read from the header before decoding (413 beyond)")
     request_timeout_s: float = opt(300.0, "a request still waiting for its video after this many seconds gets 504")
+    health_timeout_s: float = opt(5.0, "/healthz waits this long for a model replica's answer (then reports it busy)")
+    health_check_period_s: float = opt(10.0, "Serve calls each model replica's check_health this often; a failing replica is restarted")
     api_key: str | None = opt(None, "when set (or LIVEPHOTO_API_KEY is set where the app is built), /v1/* needs 'Authorization: Bearer KEY'")
 
     def __post_init__(self) -> None:
@@ -95,6 +97,8 @@ class ServeConfig:
         check(self.max_image_bytes >= 1024, "max_image_bytes", f"must be >= 1024, got {self.max_image_bytes}")
         check(self.max_image_pixels >= 64 * 64, "max_image_pixels", f"must be >= 4096, got {self.max_image_pixels}")
         check(self.request_timeout_s > 0, "request_timeout_s", f"must be > 0, got {self.request_timeout_s}")
+        check(self.health_timeout_s > 0, "health_timeout_s", f"must be > 0, got {self.health_timeout_s}")
+        check(self.health_check_period_s > 0, "health_check_period_s", f"must be > 0, got {self.health_check_period_s}")
         check(self.api_key is None or len(self.api_key) >= 8, "api_key", "must be at least 8 characters")
 
     @property

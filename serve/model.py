@@ -140,6 +140,15 @@ def animate_batch(pipe, requests: Sequence[AnimateRequest]) -> list[AnimateResul
     return results
 
 
+def probe_pipeline(pipe, resolution: int) -> None:
+    """One tiny forward (a grey photo, 2 frames, 1 step); raises RuntimeError naming the cause
+    if the pipeline cannot run."""
+    photo = np.full((resolution, resolution, 3), 128, np.uint8)
+    result = animate_batch(pipe, [AnimateRequest(photo, "a photo", 1, "", 2, 1, 1.0, 0)])[0]
+    if isinstance(result, Exception):
+        raise RuntimeError(f"the pipeline cannot run: {type(result).__name__}: {str(result).splitlines()[0][:300]}") from result
+
+
 def model_info(pipe, cfg: ServeConfig) -> dict[str, Any]:
     """What is loaded, as ``GET /v1/model`` shows it (no weights paths beyond the configured source)."""
     mcfg = pipe.config
@@ -185,6 +194,10 @@ class LivePhotoModel:
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         self._batched.set_max_batch_size(cfg.max_batch_size)
         self._batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self.lock = asyncio.Lock()  # one forward at a time: the scheduler holds per-call state
+        self.failure: str | None = None  # why the pipeline cannot run (the replica is then unhealthy)
+        self.suspect = False  # a request failed with more than a client error: probe before trusting
+        probe_pipeline(self.pipe, self.info["resolution"])  # a replica that cannot run never becomes ready
 
     async def describe(self) -> dict[str, Any]:
         """Model info plus the batch sizes this replica has seen: ``{requests in one @serve.batch call: count}``."""
@@ -193,6 +206,26 @@ class LivePhotoModel:
             "max_batch_size": self.cfg.max_batch_size,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
         }
+
+    async def ready(self) -> bool:
+        """True while the pipeline is known to run (``/healthz``)."""
+        return self.failure is None
+
+    async def check_health(self) -> None:
+        """Called by Serve every ``health_check_period_s``; raising makes Serve replace this replica.
+
+        After a request failed with anything but a client error (``ValueError``), the pipeline
+        is probed with one tiny forward; if that fails too, the replica stays unhealthy.
+        """
+        if self.suspect and self.failure is None:
+            async with self.lock:
+                try:
+                    await asyncio.to_thread(probe_pipeline, self.pipe, self.info["resolution"])
+                    self.suspect = False
+                except Exception as exc:  # noqa: BLE001 - reported to Serve below
+                    self.failure = str(exc)
+        if self.failure is not None:
+            raise RuntimeError(self.failure)
 
     async def animate(self, request: AnimateRequest) -> AnimateResult:
         result = await self._batched(request)
@@ -203,5 +236,13 @@ class LivePhotoModel:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _batched(self, requests: list[AnimateRequest]) -> list[AnimateResult | Exception]:
         self.batch_sizes[len(requests)] += 1
+        return await self.run(requests)
+
+    async def run(self, requests: list[AnimateRequest]) -> list[AnimateResult | Exception]:
+        """One batch through the pipeline; a failure beyond a client error makes the replica suspect."""
         # the forward runs in a thread so this replica keeps accepting (and queueing) requests
-        return await asyncio.to_thread(animate_batch, self.pipe, requests)
+        async with self.lock:
+            results = await asyncio.to_thread(animate_batch, self.pipe, requests)
+        if any(isinstance(r, Exception) and not isinstance(r, ValueError) for r in results):
+            self.suspect = True
+        return results

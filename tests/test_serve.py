@@ -95,7 +95,8 @@ def _decode(video: bytes) -> np.ndarray:
 
 
 def test_healthz_and_model_info(client, url):
-    assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}  # no API key needed
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "model": "ready"}  # no API key needed
+    assert httpx.get(f"{url}/livez").json() == {"status": "ok"}
     info = client.get("/v1/model").json()
     assert info["model"] == "tiny" and info["source"] == "preset"
     assert (info["resolution"], info["num_frames"], info["intensity_levels"], info["max_frames"]) == (64, 8, 10, 32)
@@ -253,6 +254,45 @@ def test_bounded_load_answers_200_or_503_and_recovers(url, photo):
     with httpx.Client(base_url=url, headers=AUTH, timeout=60) as c:
         assert c.get("/healthz").status_code == 200
         assert _animate(c, photo, {"format": "gif"}).status_code == 200
+
+
+def _model_replica_pid() -> int:
+    """The model replica's process: a descendant of this pytest process (its Ray cluster), by Ray's process title."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "ServeReplica:livephoto-test:LivePhotoModel" in " ".join(proc.cmdline()):
+                found.append(proc.pid)
+        except psutil.Error:
+            pass
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_killed_model_replica_answers_503_then_serve_restarts_it(url, photo):
+    """A real SIGKILL of the model replica's process while it runs a request."""
+    import signal
+
+    pid = _model_replica_pid()
+    with httpx.Client(base_url=url, headers=AUTH, timeout=120) as c, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        in_flight = pool.submit(_animate, c, photo, {"num_frames": "8", "num_inference_steps": "40", "format": "gif"})
+        time.sleep(1.5)  # the request is in the replica's forward by now
+        assert not in_flight.done()
+        os.kill(pid, signal.SIGKILL)
+        answer = in_flight.result(timeout=90)
+        assert answer.status_code == 503, (answer.status_code, answer.text)
+        assert answer.headers["retry-after"] == "1" and answer.json()["detail"].startswith("model: the replica")
+        assert time.monotonic() - started < 60
+        # Serve replaces the replica; /healthz says so, then requests succeed again
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and c.get("/healthz").json().get("model") != "ready":
+            time.sleep(0.5)
+        assert c.get("/healthz").json() == {"status": "ok", "model": "ready"}
+        assert _animate(c, photo, {"format": "gif"}).status_code == 200
+        assert _model_replica_pid() != pid
 
 
 # --------------------------------------------------------------------------- the page, in a browser

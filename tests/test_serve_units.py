@@ -126,6 +126,69 @@ def test_timeout_is_504_and_back_pressure_is_503_with_retry_after():
     assert r.status_code == 422 and r.json()["detail"].startswith("num_frames:")
 
 
+def test_an_unexpected_model_error_is_a_json_500_and_healthz_reports_readiness():
+    async def broken(req):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    r = _post(_client(broken))
+    assert r.status_code == 500 and r.json()["detail"] == "model: RuntimeError: CUDA error: an illegal memory access was encountered"
+
+    async def describe():
+        return dict(INFO, batch_sizes={})
+
+    def client(ready) -> TestClient:
+        return TestClient(create_app(ServeConfig(model="tiny", retry_after_s=2, health_timeout_s=0.2), Backend(broken, describe, ready)))
+
+    async def yes():
+        return True
+
+    async def no():
+        return False
+
+    async def slow():
+        await asyncio.sleep(5)
+
+    async def gone():
+        from ray.serve.exceptions import DeploymentUnavailableError
+
+        raise DeploymentUnavailableError("LivePhotoModel")
+
+    assert client(yes).get("/healthz").json() == {"status": "ok", "model": "ready"}
+    assert client(slow).get("/healthz").json() == {"status": "ok", "model": "busy"}
+    for ready in (no, gone):
+        r = client(ready).get("/healthz")
+        assert r.status_code == 503 and r.json()["status"] == "unavailable" and r.headers["retry-after"] == "2"
+    assert client(no).get("/livez").json() == {"status": "ok"}
+
+
+def test_model_replica_health_follows_whether_the_pipeline_runs():
+    """The deployment's class outside Serve: healthy after its start-up probe; a request that
+    fails with more than a client error makes check_health probe again; a pipeline that really
+    cannot run (its UNet's input conv emptied) leaves the replica unhealthy."""
+    import torch
+
+    from serve.model import LivePhotoModel
+
+    replica = LivePhotoModel.func_or_class(ServeConfig(model="tiny"))
+
+    async def scenario():
+        assert await replica.ready()
+        await replica.check_health()
+        request = AnimateRequest(np.full((64, 64, 3), 90, np.uint8), "the sea", 5, "", 2, 1, 1.0, 0)
+        assert (await replica.run([request]))[0].frames.shape == (2, 64, 64, 3)
+        await replica.check_health()
+        bad_input = AnimateRequest(np.full((64, 64, 3), 90, np.uint8), "the sea", 5, "", 99, 1, 1.0, 0)
+        assert isinstance((await replica.run([bad_input]))[0], ValueError) and not replica.suspect  # a client error
+        replica.pipe.model.unet.conv_in.weight.data = torch.empty(0)
+        assert isinstance((await replica.run([request]))[0], RuntimeError)
+        assert replica.suspect
+        with pytest.raises(RuntimeError, match="the pipeline cannot run: RuntimeError"):
+            await replica.check_health()
+        assert not await replica.ready()
+
+    asyncio.run(scenario())
+
+
 def test_chunked_body_over_the_limit_is_413():
     async def never(req):
         raise AssertionError("must not be called")
