@@ -138,9 +138,12 @@ class OutputConfig:
     dir: str | None = required("output folder (local or s3://...): clips/, errors/, summary.json, intensity_bins.json")
     overwrite: bool = opt(False, "replace an existing output folder (otherwise the job refuses to start)")
     rows_per_file: int = opt(2000, "approximate rows per Parquet file")
+    resume: bool = opt(False, "continue an interrupted run in output.dir: skip its finished shards, redo the rest")
+    shard_rows: int = opt(20000, "CSV rows per input shard: the unit a resumed run skips (each shard is one pass of the stages)")
 
     def __post_init__(self) -> None:
         check(self.rows_per_file >= 1, "rows_per_file", f"must be >= 1, got {self.rows_per_file}")
+        check(self.shard_rows >= 1, "shard_rows", f"must be >= 1, got {self.shard_rows}")
 
 
 @dataclass

@@ -1,17 +1,18 @@
 """The preprocessing pipeline on Ray Data: WebVid-style CSV + videos -> Parquet clips.
 
-Two streaming passes, nothing but small score columns collected on the driver:
-
-1. ``read_csv`` -> decode (CPU tasks) -> motion scores (CPU tasks for Farneback, an actor
-   pool for RAFT) -> caption embeddings and optional VAE latents / DINOv2 tokens (actor
-   pools, GPUs when configured) -> ``OUT/_staging/*.parquet`` (clip rows and error rows).
+0. The CSV is split into shards of ``output.shard_rows`` rows (:mod:`pipelines.shards`);
+   rows sharing a videoid are found (``input.dedupe``).
+1. Shard by shard, streaming: decode (CPU tasks) -> motion scores (CPU tasks for Farneback,
+   an actor pool for RAFT) -> caption embeddings and optional VAE latents / DINOv2 tokens
+   (actor pools, GPUs when configured) -> ``OUT/_staging/shard=N/*.parquet`` (clip rows and
+   error rows), then the shard's done-marker. Nothing but small score columns reaches the driver.
 2. Bin edges from the quantiles of the staged scores (or an earlier run's
    ``intensity_bins.json``) -> ``intensity_level`` -> ``OUT/clips/``; error rows ->
    ``OUT/errors/``; then ``summary.json``, ``intensity_bins.json``, ``dataset.json`` and
-   ``intensity_hist.png``; the staging folder is removed.
+   ``intensity_hist.png``; the scratch folders are removed.
 
-An existing non-empty ``OUT`` is refused unless ``output.overwrite`` (no resume). Rows sharing
-a videoid are processed once unless ``input.dedupe`` is false. A run in which no row gives a
+An existing non-empty ``OUT`` is refused unless ``output.overwrite`` (start over) or
+``output.resume`` (skip the shards an interrupted run finished). A run in which no row gives a
 clip still writes ``errors/`` and ``summary.json``, then raises :class:`NoClipsError`.
 """
 
@@ -32,7 +33,7 @@ from ray.data.expressions import col
 
 from common.config import ConfigError, JobFailed
 from common.resources import Demand, check_fits, cluster_nodes
-from pipelines import storage
+from pipelines import shards, storage
 from pipelines.config import WEBVID_COLUMNS, InputConfig, PreprocessConfig
 from pipelines.fetch import fetch_http
 from pipelines.motion import bins_info, compute_bin_edges, edges_from_info, intensity_value
@@ -99,8 +100,9 @@ def read_rows(cfg: PreprocessConfig, columns: list[str] | None = None) -> ray.da
     return ds
 
 
-def dedupe(rows: ray.data.Dataset, columns: list[str]) -> tuple[ray.data.Dataset, list[dict[str, Any]]]:
-    """Rows with one row per videoid, and the error rows of the other rows sharing one.
+def plan_dedupe(rows: ray.data.Dataset) -> tuple[list[str], dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """For rows read with ``include_paths``: the videoids on more than one row, the row kept for
+    each (grouped by the file it came from) and the error rows of the others.
 
     A distributed count finds the shared videoids (usually few); only their rows reach the
     driver, which keeps one of each (:func:`pipelines.video.pick_one_per_videoid`).
@@ -108,11 +110,23 @@ def dedupe(rows: ray.data.Dataset, columns: list[str]) -> tuple[ray.data.Dataset
     counts = rows.groupby("videoid").count().filter(expr=col("count()") > 1).take_all()
     shared = sorted(str(r["videoid"]) for r in counts if r["videoid"] not in (None, ""))
     if not shared:
-        return rows, []
+        return [], {}, []
     kept, errors = pick_one_per_videoid(rows.filter(expr=col("videoid").is_in(shared)).take_all())
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for row in kept:
+        by_file.setdefault(posixpath.basename(str(row["path"])), []).append(row)
+    return shared, by_file, errors
+
+
+def apply_dedupe(rows: ray.data.Dataset, shared: list[str], kept: list[dict[str, Any]], columns: list[str]) -> ray.data.Dataset:
+    """``rows`` without the shared videoids, plus the ``kept`` rows (of this file)."""
+    if not shared:
+        return rows
+    rows = rows.filter(expr=col("videoid").not_in(shared))
+    if not kept:
+        return rows
     schema = pa.schema([(c, pa.string()) for c in columns])
-    kept_ds = ray.data.from_arrow(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in kept], schema=schema))
-    return rows.filter(expr=col("videoid").not_in(shared)).union(kept_ds), errors
+    return rows.union(ray.data.from_arrow(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in kept], schema=schema)))
 
 
 def check_cluster(cfg: PreprocessConfig) -> None:
@@ -250,13 +264,18 @@ class NoClipsError(JobFailed):
 def run(cfg: PreprocessConfig) -> dict[str, Any]:
     """Run both passes and write the dataset; returns the summary (also in ``summary.json``).
 
-    Raises :class:`NoClipsError` after writing ``errors/`` and ``summary.json`` when no row
-    gave a clip.
+    Pass 1 runs shard by shard (:mod:`pipelines.shards`); with ``output.resume`` a re-run
+    skips the shards an earlier, interrupted run finished. Raises :class:`NoClipsError` after
+    writing ``errors/`` and ``summary.json`` when no row gave a clip.
     """
     out = cfg.output.dir.rstrip("/")
-    replace = storage.is_nonempty_dir(out)
-    if replace and not cfg.output.overwrite:
-        raise ConfigError(f"output.dir: {out} exists and is not empty; pass --output.overwrite true to replace it")
+    exists = storage.is_nonempty_dir(out)
+    index = shards.read_index(out) if exists and cfg.output.resume else None
+    if exists and index is None and not cfg.output.overwrite:
+        hint = " (it holds no interrupted run to resume)" if cfg.output.resume else " or --output.resume true to continue an interrupted run"
+        raise ConfigError(f"output.dir: {out} exists and is not empty; pass --output.overwrite true to replace it{hint}")
+    if index is not None and index.get("shard_rows") != cfg.output.shard_rows:
+        raise ConfigError(f"output.shard_rows: the run to resume in {out} used {index.get('shard_rows')}, got {cfg.output.shard_rows}")
     # every check before anything is deleted or started
     if cfg.check_resources:
         check_cluster(cfg)
@@ -264,24 +283,49 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
     specs = array_specs(cfg)  # fails early if an encoder's config cannot be found
     if cfg.intensity.bins is not None:
         edges_from_info(json.loads(storage.read_text(cfg.intensity.bins)), cfg.intensity.source, cfg.intensity.levels)
-    if replace:
-        storage.remove(out)
 
-    # Pass 1: decode, score, embed -> staging.
     started = time.perf_counter()
-    staging = storage.join(out, "_staging")
-    rows = read_rows(cfg, columns)
-    rows_in = rows.count()
-    rows, duplicates = dedupe(rows, columns) if cfg.input.dedupe and rows_in else (rows, [])
-    build_stream(cfg, rows).write_parquet(staging, min_rows_per_file=cfg.output.rows_per_file)
+    if index is None:
+        if exists:
+            storage.remove(out)
+        index = shards.split_csv(_open_csv(cfg), columns, out, cfg.output.shard_rows, cfg.input.limit)
+    columns = index["columns"]
+    done = shards.finished(out, index)
+    rows_in = index["rows"]
+
+    # Pass 1, shard by shard: decode, score, embed -> staging; a marker after each shard's write.
+    shared: list[str] = []
+    kept: dict[str, list[dict[str, Any]]] = {}
+    duplicates: list[dict[str, Any]] = []
+    if cfg.input.dedupe and rows_in:
+        every = ray.data.read_csv([shards.shard_csv(out, s["name"]) for s in index["shards"]], include_paths=True,
+                                  convert_options=_string_columns(columns))
+        shared, kept, duplicates = plan_dedupe(every)
+    todo = [s for s in index["shards"] if s["name"] not in done]
+    if done:
+        print(f"preprocess: resuming {out}: {len(done)} of {len(index['shards'])} shards done before, {len(todo)} to go", flush=True)
+    for number, shard in enumerate(todo, 1):
+        shard_started = time.perf_counter()
+        target = shards.staging_dir(out, shard["name"])
+        storage.remove(target)  # what an interrupted run left of this shard
+        path = shards.shard_csv(out, shard["name"])
+        rows = apply_dedupe(ray.data.read_csv(path, convert_options=_string_columns(columns)), shared,
+                            kept.get(posixpath.basename(path), []), columns)
+        build_stream(cfg, rows).write_parquet(target, min_rows_per_file=cfg.output.rows_per_file)
+        shards.mark_finished(out, shard, time.perf_counter() - shard_started)
+        if len(index["shards"]) > 1:
+            print(f"preprocess: shard {shard['name']} done ({number}/{len(todo)} this run, {shard['rows']} rows, "
+                  f"{time.perf_counter() - shard_started:.1f} s)", flush=True)
     pass1_s = time.perf_counter() - started
 
     # Pass 2: levels; split clips and errors.
-    has_staging = storage.is_nonempty_dir(staging)
+    staging = storage.join(out, "_staging")
+    has_staging = storage.is_nonempty_dir(staging) and _has_parquet(staging)
     stats = _ok_clip_stats(staging) if has_staging else _ok_clip_stats_empty()
     flow, ssim = stats["flow_score"].to_numpy(), stats["ssim_score"].to_numpy()
     edges, bins = _bin_edges(cfg, flow, ssim)
     keep = CLIP_COLUMNS + [c for c in ARRAY_COLUMNS if c in specs]
+    storage.remove(storage.join(out, "clips"))  # a resumed run that died in pass 2 rewrites it whole
     if len(stats):
         (
             ray.data.read_parquet(staging)
@@ -291,8 +335,6 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
             .write_parquet(storage.join(out, "clips"), min_rows_per_file=cfg.output.rows_per_file)
         )
     by_error, first_error = _write_errors(staging if has_staging else None, out, duplicates)
-    if has_staging:
-        storage.remove(staging)
     elapsed = time.perf_counter() - started
 
     clips_out, rows_ok = len(stats), int((stats["clip_index"] == 0).sum())
@@ -307,9 +349,13 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
         "clips_per_s": round(clips_out / elapsed, 3),
         "pass1_s": round(pass1_s, 2),
         "elapsed_s": round(elapsed, 2),
+        "shards": len(index["shards"]),
+        "shards_resumed": len(done),
         "intensity": bins,
         "output": out,
     }
+    for scratch in ("_staging", "_shards"):  # every row is accounted for: nothing left to resume
+        storage.remove(storage.join(out, scratch))
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
     if not clips_out:
         raise NoClipsError(_no_clips_message(cfg, summary, first_error))
@@ -317,6 +363,25 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
     storage.write_text(storage.join(out, "dataset.json"), json.dumps(dataset_info(cfg, specs, bins), indent=2))
     storage.write_bytes(storage.join(out, "intensity_hist.png"), _histogram_png(flow, ssim, edges, cfg.intensity.source))
     return summary
+
+
+def _string_columns(columns: list[str]) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True)
+
+
+def _open_csv(cfg: PreprocessConfig) -> Any:
+    uri = cfg.input.csv
+    if uri.startswith(("http://", "https://")):
+        return io.BytesIO(_fetch_csv(uri, cfg.input))
+    fs, path = storage.filesystem(uri)
+    return fs.open_input_stream(path)
+
+
+def _has_parquet(folder: str) -> bool:
+    import pyarrow.fs as pafs
+
+    fs, path = storage.filesystem(folder)
+    return any(f.path.endswith(".parquet") for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)))
 
 
 def _no_clips_message(cfg: PreprocessConfig, summary: dict[str, Any], first: dict[str, Any] | None) -> str:

@@ -179,3 +179,48 @@ def test_stages_that_cannot_fit_the_cluster_fail_in_seconds(ray_cluster, sample_
         run(_config(sample_dir, out, **{"encode.num_cpus": 2, "output.overwrite": True}))
     assert time.perf_counter() - started < 60  # not a timing threshold of the code: a hang would never return
     assert (out / "keep.txt").exists()  # a run that cannot start deletes nothing
+
+
+def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(ray_cluster, first_run, sample_dir, tmp_path):
+    """SIGKILL the job's driver after the first of its 8-row shards, re-run with output.resume: the same
+    dataset as one uninterrupted run, no row written twice, the counts reconciled."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    args = {"input.csv": str(sample_dir / "videos.csv"), "input.video_root": str(sample_dir / "videos"),
+            "output.dir": str(out), "output.shard_rows": "8"}
+    cmd = [sys.executable, "jobs/preprocess.py", "--preset", "tiny", *[x for k, v in args.items() for x in (f"--{k}", v)],
+           "--ray_address", ray_cluster.get_runtime_context().gcs_address]
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    markers = out / "_shards" / "done"
+    deadline = time.monotonic() + 300
+    while not (markers.is_dir() and len(list(markers.glob("*.json"))) >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "the job ended or stalled before its first shard"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    index = json.loads((out / "_shards" / "index.json").read_text())
+    done_before = len(list(markers.glob("*.json")))
+    n_shards = len(index["shards"])
+    assert n_shards == -(-index["rows"] // 8) >= 4 and 1 <= done_before < n_shards and not (out / "summary.json").exists()
+
+    with pytest.raises(ConfigError, match="or --output.resume true to continue an interrupted run"):
+        run(_config(sample_dir, out, **{"output.shard_rows": 8}))
+    summary = run(_config(sample_dir, out, **{"output.shard_rows": 8, "output.resume": True}))
+    _, whole = first_run
+    assert summary["shards"] == n_shards and summary["shards_resumed"] == done_before
+    for key in ("rows_in", "rows_ok", "rows_error", "clips_out", "errors", "rows_accounted"):
+        assert summary[key] == whole[key], key
+    assert summary["intensity"]["edges"] == whole["intensity"]["edges"]
+    cols = ["videoid", "clip_index", "clip_start", "intensity_level", "frames", "text_embedding"]
+    resumed = pq.read_table(out / "clips", columns=cols).to_pandas().sort_values(["videoid", "clip_index"]).reset_index(drop=True)
+    once = pq.read_table(first_run[0] / "clips", columns=cols).to_pandas().sort_values(["videoid", "clip_index"]).reset_index(drop=True)
+    assert not resumed.duplicated(["videoid", "clip_index"]).any()
+    pd.testing.assert_frame_equal(resumed, once)
+    errors = pq.read_table(out / "errors").to_pandas()
+    assert sorted(errors.videoid) == sorted(BROKEN)
+    assert not (out / "_shards").exists() and not (out / "_staging").exists()
