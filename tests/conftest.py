@@ -9,11 +9,29 @@ import pytest
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+S3_PORT = _free_port()
+"""Where tests/test_s3.py starts its S3-compatible server (moto). Ray's workers inherit the
+environment at start, so the endpoint and fake credentials are set before the cluster starts;
+pyarrow's S3 filesystem (and so Ray Data) reads AWS_ENDPOINT_URL."""
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster started by this pytest process and shut down at its end."""
     import ray
 
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}", AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+    )
     if not ray.is_initialized():
         ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
