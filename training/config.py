@@ -118,9 +118,16 @@ class ScalingSettings:
     cpus_per_worker: float = opt(1.0, "CPUs reserved per worker")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = opt("PACK", "how workers spread over nodes")
     max_failures: int = opt(2, "worker/node failures survived by restarting from the latest checkpoint")
+    min_workers: int | None = opt(
+        None,
+        "elastic training: after a lost node, go on from the latest checkpoint with as few as this many workers "
+        "(and grow back to num_workers when nodes return); None = always num_workers (wait for a replacement node)",
+    )
 
     def __post_init__(self) -> None:
         check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
+        check(self.min_workers is None or 1 <= self.min_workers <= self.num_workers, "min_workers",
+              f"must be in 1..num_workers ({self.num_workers}) or null, got {self.min_workers}")
         check(self.cpus_per_worker > 0, "cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
         check(self.max_failures >= -1, "max_failures", f"must be >= -1 (-1 = unlimited), got {self.max_failures}")
 

@@ -76,7 +76,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         scaling = cfg.scaling
         check_fits(
             [Demand("the training workers (scaling.num_workers x scaling.cpus_per_worker, scaling.use_gpu)",
-                    scaling.cpus_per_worker, 1.0 if scaling.use_gpu else 0.0, count=scaling.num_workers)],
+                    scaling.cpus_per_worker, 1.0 if scaling.use_gpu else 0.0, count=scaling.min_workers or scaling.num_workers)],
             cluster_nodes(), "lower those settings, or run on a cluster that has them",
         )
     data = open_dataset(cfg.data)
@@ -105,7 +105,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+            num_workers=(cfg.scaling.min_workers, cfg.scaling.num_workers) if cfg.scaling.min_workers else cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})},
             placement_strategy=cfg.scaling.placement_strategy,
         ),
