@@ -1,7 +1,7 @@
 """Helper for test_train_job: train on a 2-node cluster simulated with ray.cluster_utils.Cluster.
 
     python tests/two_node_train.py DATA_DIR OUT_DIR               one worker per node, 4 steps
-    python tests/two_node_train.py DATA_DIR OUT_DIR lose-node     elastic (1..2 workers), 16 steps;
+    python tests/two_node_train.py DATA_DIR OUT_DIR lose-node     elastic (1..2 workers, one per node), 16 steps;
         the worker node is removed once the step-4 checkpoint exists and step 6 is logged
 
 Prints the run summary as JSON on a line starting with SUMMARY (and, with lose-node, the step
@@ -57,9 +57,8 @@ try:
         "scaling.num_workers": 2, "scaling.placement_strategy": "STRICT_SPREAD", "samples.every": 0,
         "train.val_every": 0, "checkpoint.every": 2, "train.log_every": 1,
     }
-    if lose_node:  # one 2-CPU worker per node; after the loss, one worker on the head goes on
-        overrides.update({"train.steps": 16, "checkpoint.every": 4, "scaling.placement_strategy": "SPREAD",
-                          "scaling.cpus_per_worker": 2, "scaling.min_workers": 1, "scaling.max_failures": 2})
+    if lose_node:  # one worker per node (one torch thread each); after the loss, the head's worker goes on
+        overrides.update({"train.steps": 16, "checkpoint.every": 4, "scaling.min_workers": 1, "scaling.max_failures": 2})
         threading.Thread(target=remove_when_running, args=(cluster, worker_node), daemon=True).start()
     cfg = load(TrainConfig, presets=PRESETS, preset="tiny", overrides=overrides)
     summary = run(cfg)
