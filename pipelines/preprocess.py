@@ -89,7 +89,7 @@ def read_rows(cfg: PreprocessConfig, columns: list[str] | None = None) -> ray.da
     empty or odd cell never breaks parsing."""
     uri = cfg.input.csv
     columns = columns if columns is not None else check_csv(uri, cfg.input)
-    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True)
+    convert = _string_columns(columns)
     if uri.startswith(("http://", "https://")):
         ds = ray.data.from_arrow(pacsv.read_csv(io.BytesIO(_fetch_csv(uri, cfg.input)), convert_options=convert))
     else:
@@ -325,7 +325,7 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
 
     # Pass 2: levels; split clips and errors.
     staging = storage.join(out, "_staging")
-    has_staging = storage.is_nonempty_dir(staging) and _has_parquet(staging)
+    has_staging = _has_parquet(staging)
     stats = _ok_clip_stats(staging) if has_staging else _ok_clip_stats_empty()
     flow, ssim = stats["flow_score"].to_numpy(), stats["ssim_score"].to_numpy()
     edges, bins = _bin_edges(cfg, flow, ssim)
@@ -386,6 +386,8 @@ def _has_parquet(folder: str) -> bool:
     import pyarrow.fs as pafs
 
     fs, path = storage.filesystem(folder)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return False
     return any(f.path.endswith(".parquet") for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)))
 
 
