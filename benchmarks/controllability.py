@@ -21,8 +21,11 @@ space, v-prediction, zero-terminal-SNR schedule; docs/MODEL.md):
    machine) and ``docs/results.json``, rewritten after every stage.
 
 Every stage's output is kept under ``--out``; a re-run skips finished stages and resumes an
-interrupted training from its last checkpoint (``--fresh`` starts over), so the benchmark can
-span sessions. ``--ship`` copies the main model, in fp16, to ``models/livephoto-mini``.
+interrupted training from its last checkpoint (``--fresh`` starts over). Models evaluated by an
+earlier invocation whose ``--out`` is gone (another session, a clean clone) are carried over
+from the committed ``results.json`` when it was made with the same set-up, so the benchmark
+can span sessions stage by stage. ``--ship`` copies the main model, in fp16, to
+``models/livephoto-mini``.
 
     python benchmarks/controllability.py                  # the full run (~100 min on 2 cores)
     python benchmarks/controllability.py --smoke --out /tmp/c --results /tmp/c/docs   # CI-sized
@@ -263,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    carried = carried_results(args, results_dir, out)
     started = time.perf_counter()
     with LocalRayHead(num_cpus=os.cpu_count() or 2) as head:
         chain = Chain(head, out)
@@ -276,18 +280,27 @@ def main(argv: list[str] | None = None) -> int:
         evaluations: dict[str, dict] = {}
 
         def report() -> None:
-            write_results(args, results_dir, out, evaluations, chain.timings, time.perf_counter() - started)
+            write_results(args, results_dir, out, evaluations, chain.timings, time.perf_counter() - started, carried=carried)
 
-        main_run = train(chain, args, dataset, "main", {}, args.steps)
-        evaluations["main"] = evaluate(chain, args, manifests["all"], main_run / "final_model", out / "eval" / "main")
-        report()
-        if args.ship:
-            ship(main_run / "final_model", results_dir)
-        if args.ablations and args.steps != args.ablation_steps:
-            checkpoint = find_checkpoint(main_run, args.ablation_steps)
+        if "main" in carried["models"]:
+            print(f"==> main: evaluated in an earlier invocation ({carried['models']['main']['date']}); its entry in "
+                  f"{results_dir / 'results.json'} is kept (--fresh retrains it)", flush=True)
+            if args.ship:
+                print(f"==> ship: {SHIP_DIR.relative_to(ROOT)} stays as it is (its main run is not in {out})", flush=True)
+        else:
+            main_run = train(chain, args, dataset, "main", {}, args.steps)
+            evaluations["main"] = evaluate(chain, args, manifests["all"], main_run / "final_model", out / "eval" / "main")
+            report()
+            if args.ship:
+                ship(main_run / "final_model", results_dir)
+        if args.ablations and args.steps != args.ablation_steps and "main_at_ablation_steps" not in carried["models"]:
+            checkpoint = find_checkpoint(out / "runs" / "main", args.ablation_steps)
             evaluations["main_at_ablation_steps"] = evaluate(chain, args, manifests["main"], checkpoint, out / "eval" / "main_at_ablation_steps")
             report()
         for name in args.ablations:
+            if name in carried["models"]:
+                print(f"==> {name}: evaluated in an earlier invocation ({carried['models'][name]['date']}); kept", flush=True)
+                continue
             run = train(chain, args, dataset, name, ABLATIONS[name][0], args.ablation_steps)
             evaluations[name] = evaluate(chain, args, manifests["main"], run / "final_model", out / "eval" / name)
             report()
@@ -371,7 +384,8 @@ def model_card(doc: dict) -> str:
 
 
 def render_only(args: argparse.Namespace, results_dir: Path, out: Path) -> int:
-    """RESULTS.md and results.json again from a finished run (same numbers, same command and date)."""
+    """RESULTS.md and results.json again from a finished run (same numbers, same command and date):
+    models whose evaluation is under ``--out`` are re-summarised, the others kept as they are."""
     old = json.loads((results_dir / "results.json").read_text())
     setup, models = old["setup"], old["models"]
     args.clips, args.batch_size, args.lr = setup["clips"], setup["batch_size"], setup["lr"]
@@ -379,13 +393,51 @@ def render_only(args: argparse.Namespace, results_dir: Path, out: Path) -> int:
     args.inference_steps, args.guidance = setup["inference_steps"], setup["guidance_scale"]
     args.steps = models["main"]["training_steps"]
     args.ablation_steps = next((m["training_steps"] for n, m in models.items() if n != "main"), args.ablation_steps)
-    evaluations = {name: split_sets(out / "eval" / name) for name in models}
+    evaluations = {name: split_sets(out / "eval" / name) for name in models if (out / "eval" / name / "metrics").exists()}
+    carried = {"models": {n: m for n, m in models.items() if n not in evaluations}, "samples": old.get("samples", []),
+               "stage_minutes": old["stage_minutes"]}
     timings = {k: v * 60 for k, v in old["stage_minutes"].items()}
-    write_results(args, results_dir, out, evaluations, timings, old["total_minutes"] * 60, old["command"], old["date"])
+    write_results(args, results_dir, out, evaluations, timings, old["total_minutes"] * 60, old["command"], old["date"], carried)
     return 0
 
 
-def _entry(name: str, sets: dict, args, timings: dict, command: str) -> dict:
+def setup_of(args: argparse.Namespace) -> dict:
+    """What a result depends on besides the code: the data, the model preset and the evaluation."""
+    from model.config import ModelConfig, model_preset
+
+    channels = list(ModelConfig(**model_preset("mini")).tiny_block_out_channels)
+    return {"clips": args.clips, "resolution": SIZE, "frames": FRAMES, "preset": "mini", "unet_channels": channels,
+            "text_encoder": "all-MiniLM-L6-v2 (pretrained, frozen)", "autoencoder": "pixel (2x2 space-to-depth)",
+            "schedule": "zero terminal SNR, trailing, v-prediction",
+            "held_out_photos": list(HELD_OUT), "speeds_px_per_frame": [round(s * SIZE / 128, 3) for s in SPEEDS_AT_128],
+            "batch_size": args.batch_size, "lr": args.lr, "caption_dropout": args.caption_dropout,
+            "inference_steps": args.inference_steps, "guidance_scale": args.guidance, "views": args.views}
+
+
+def carried_results(args: argparse.Namespace, results_dir: Path, out: Path) -> dict:
+    """The models of an earlier invocation (another session, another machine) that ``--out`` no longer
+    holds, taken from results.json when it was made with the same set-up and step counts, so the
+    benchmark can span sessions without retraining them. ``--fresh`` carries nothing."""
+    empty = {"models": {}, "samples": [], "stage_minutes": {}}
+    path = results_dir / "results.json"
+    if args.fresh or not path.is_file():
+        return empty
+    old = json.loads(path.read_text())
+    old_setup = {k: v for k, v in old.get("setup", {}).items() if k != "eval_videos_per_model"}
+    if old_setup != setup_of(args):
+        changed = sorted(k for k in set(old_setup) | set(setup_of(args)) if old_setup.get(k) != setup_of(args).get(k))
+        print(f"==> {path}: made with another set-up ({', '.join(changed)}); nothing carried over", flush=True)
+        return empty
+    steps = {"main": args.steps, "main_at_ablation_steps": args.ablation_steps, **{a: args.ablation_steps for a in ABLATIONS}}
+    models = {name: {"date": old["date"], **entry} for name, entry in old.get("models", {}).items()
+              if entry.get("training_steps") == steps.get(name) and not (out / "eval" / name / "summary.json").exists()}
+    if "main" not in models:  # the samples and the comparison baseline belong to the main run
+        models.pop("main_at_ablation_steps", None)
+    minutes = {k: v for k, v in old.get("stage_minutes", {}).items() if any(k.endswith(f" {n}") for n in models)}
+    return {"models": models, "samples": old.get("samples", []) if "main" in models else [], "stage_minutes": minutes}
+
+
+def _entry(name: str, sets: dict, args, timings: dict, command: str, date: str) -> dict:
     s = sets["main"]
     train_key = "train main" if name == "main_at_ablation_steps" else f"train {name}"
     return {
@@ -403,39 +455,40 @@ def _entry(name: str, sets: dict, args, timings: dict, command: str) -> dict:
         "training_minutes": None if name == "main_at_ablation_steps" else round(timings.get(train_key, 0.0) / 60, 2),
         "training_steps": args.steps if name == "main" else args.ablation_steps,
         "evaluation_minutes": round(timings.get(f"evaluate {name}", 0.0) / 60, 2),
-        "command": command,
+        "command": command, "date": date,
     }
 
 
 def write_results(args, results_dir: Path, out: Path, evaluations: dict, timings: dict, total: float,
-                  command: str | None = None, date: str | None = None) -> None:
-    """docs/results.json (machine-readable) and docs/RESULTS.md (tables + GIFs), from the evaluations so far."""
+                  command: str | None = None, date: str | None = None, carried: dict | None = None) -> None:
+    """docs/results.json (machine-readable) and docs/RESULTS.md (tables + GIFs), from the evaluations so far
+    and the models ``carried`` over from an earlier invocation."""
     if command is None:
         command = "python benchmarks/controllability.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "make bench-control"
+    carried = carried or {"models": {}, "samples": [], "stage_minutes": {}}
+    date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results_dir.mkdir(parents=True, exist_ok=True)
     gifs = results_dir / "results"
-    shutil.rmtree(gifs, ignore_errors=True)
-    gifs.mkdir(parents=True)
-    from model.config import ModelConfig, model_preset
-
-    channels = list(ModelConfig(**model_preset("mini")).tiny_block_out_channels)
+    if "main" in evaluations:
+        shutil.rmtree(gifs, ignore_errors=True)
+        gifs.mkdir(parents=True)
+        samples = copy_examples(out / "eval" / "main", gifs)
+    else:
+        samples = carried["samples"]
+    models = {**carried["models"], **{name: _entry(name, sets, args, timings, command, date) for name, sets in evaluations.items()}}
+    models = dict(sorted(models.items(), key=lambda kv: ["main", "main_at_ablation_steps", *ABLATIONS].index(kv[0])))
+    setup = setup_of(args)
+    setup["eval_videos_per_model"] = models["main"]["videos"] if "main" in models else None
     doc = {
-        "date": date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-        "command": command, "total_minutes": round(total / 60, 1), "targets": TARGETS,
-        "complete": set(evaluations) >= {"main", *ABLATIONS} | ({"main_at_ablation_steps"} if args.ablation_steps < args.steps else set()),
-        "setup": {"clips": args.clips, "resolution": SIZE, "frames": FRAMES, "preset": "mini", "unet_channels": channels,
-                  "text_encoder": "all-MiniLM-L6-v2 (pretrained, frozen)", "autoencoder": "pixel (2x2 space-to-depth)",
-                  "schedule": "zero terminal SNR, trailing, v-prediction",
-                  "held_out_photos": list(HELD_OUT), "speeds_px_per_frame": [round(s * SIZE / 128, 3) for s in SPEEDS_AT_128],
-                  "batch_size": args.batch_size, "lr": args.lr, "caption_dropout": args.caption_dropout,
-                  "inference_steps": args.inference_steps, "guidance_scale": args.guidance, "views": args.views,
-                  "eval_videos_per_model": evaluations["main"]["main"]["generated"] if "main" in evaluations else None},
-        "stage_minutes": {k: round(v / 60, 2) for k, v in timings.items() if "(before resume)" not in k},
-        "models": {name: _entry(name, sets, args, timings, command) for name, sets in evaluations.items()},
+        "date": date, "machine": machine(), "command": command, "total_minutes": round(total / 60, 1), "targets": TARGETS,
+        "complete": set(models) >= {"main", *ABLATIONS} | ({"main_at_ablation_steps"} if args.ablation_steps < args.steps else set()),
+        "setup": setup,
+        "stage_minutes": {**carried["stage_minutes"], **{k: round(v / 60, 2) for k, v in timings.items() if "(before resume)" not in k}},
+        "models": models,
+        "samples": samples,
     }
     (results_dir / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
-    examples = copy_examples(out / "eval" / "main", gifs) if "main" in evaluations else []
-    (results_dir / "RESULTS.md").write_text(render_markdown(doc, examples, args))
+    (results_dir / "RESULTS.md").write_text(render_markdown(doc, samples, args))
     print(f"\nwrote {results_dir / 'RESULTS.md'} and {results_dir / 'results.json'} ({total / 60:.1f} min so far)", flush=True)
 
 
@@ -457,7 +510,8 @@ def copy_examples(eval_dir: Path, gifs: Path) -> list[dict]:
         ref_target = gifs / ref.name
         if not ref_target.exists():
             shutil.copy(ref, ref_target)
-        examples.append({**r, "gif": f"results/{target.name}", "ref": f"results/{ref.name}"})
+        examples.append({**{k: r[k] for k in ("id", "prompt", "direction", "intensity", "measured_direction", "speed")},
+                         "gif": f"results/{target.name}", "ref": f"results/{ref.name}"})
     return examples
 
 
@@ -540,13 +594,13 @@ def render_markdown(doc: dict, examples: list[dict], args) -> str:
         lines += ["## Ablations", "",
                   f"Each ablation is the main run with one part switched off, trained for {args.ablation_steps} steps on the "
                   f"main run's schedule (same seeds and learning rate at every step), compared with {compared}.", "",
-                  "| model | steps | train min | direction acc. | intensity Spearman | first-frame PSNR |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| model | steps | train min | direction acc. | intensity Spearman | first-frame PSNR | run |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, e in m.items():
             minutes = "(checkpoint of main)" if e["training_minutes"] is None else e["training_minutes"]
             lines.append(f"| {name} | {e['training_steps']} | {minutes} | {_f(e['direction_accuracy'])} {_ci(e['direction_accuracy_ci'], 2)} | "
                          f"{_f(e['intensity_spearman'])} {_ci(e['intensity_spearman_ci'], 2)} | "
-                         f"{_f(e['first_frame_psnr'], 2)} {_ci(e['first_frame_psnr_ci'], 1)} |")
+                         f"{_f(e['first_frame_psnr'], 2)} {_ci(e['first_frame_psnr_ci'], 1)} | {e.get('date', doc['date'])} |")
         lines.append("")
         base = m.get("main_at_ablation_steps", main if args.ablation_steps == args.steps else None)
         for name in ablated:

@@ -52,3 +52,27 @@ def test_smoke_chain_writes_results(tmp_path):
     assert "not run yet: no_reweighting, no_intensity, no_content" in text
     gifs = re.findall(r"\]\((results/[^)]+\.gif)\)", text)
     assert len(gifs) == 16 and all((docs / g).is_file() for g in gifs)
+
+    # another session: --out is gone, results.json is committed -> the main model is carried over,
+    # not retrained, with its samples; a different set-up carries nothing
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import controllability
+
+    args = controllability.parse_args(["--smoke", "--ablations", "no_content", "--out", str(tmp_path / "new"), "--results", str(docs)])
+    carried = controllability.carried_results(args, docs, tmp_path / "new")
+    assert set(carried["models"]) == {"main"} and carried["samples"] == results["samples"] and len(results["samples"]) == 16
+    assert carried["models"]["main"]["direction_accuracy"] == main["direction_accuracy"]
+    assert "train main" in carried["stage_minutes"] and "preprocess" not in carried["stage_minutes"]
+    assert controllability.carried_results(args, docs, out)["models"] == {}  # evaluated here: re-summarised, not carried
+    other = controllability.parse_args(["--smoke", "--clips", "30", "--out", str(tmp_path / "new"), "--results", str(docs)])
+    other.clips = 30
+    assert controllability.carried_results(other, docs, tmp_path / "new")["models"] == {}
+    fresh = controllability.parse_args(["--smoke", "--fresh", "--out", str(tmp_path / "new"), "--results", str(docs)])
+    assert controllability.carried_results(fresh, docs, tmp_path / "new")["models"] == {}
+
+    controllability.write_results(args, docs, tmp_path / "new", {}, {}, 1.0, carried=carried)
+    again = json.loads((docs / "results.json").read_text())
+    assert again["models"]["main"] == carried["models"]["main"] and again["samples"] == results["samples"]
+    text = (docs / "RESULTS.md").read_text()
+    assert len(re.findall(r"\]\((results/[^)]+\.gif)\)", text)) == 16 and all((docs / g).is_file() for g in gifs)
+    assert "not run yet: no_reweighting, no_intensity, no_content" in text
