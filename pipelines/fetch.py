@@ -33,8 +33,10 @@ def fetch(url: str, cfg: Any) -> bytes:
     return fetch_object(url, limit)
 
 
-def fetch_http(url: str, timeout_s: float, retries: int, deadline_s: float, max_bytes: int | None) -> bytes:
-    """GET ``url`` with at most ``retries`` more attempts, all within ``deadline_s`` seconds."""
+def fetch_http(url: str, timeout_s: float, retries: int, deadline_s: float, max_bytes: int | None,
+               first_line: bool = False) -> bytes:
+    """GET ``url`` with at most ``retries`` more attempts, all within ``deadline_s`` seconds;
+    ``first_line``: stop reading after the first newline (a CSV header) and return up to it."""
     import requests
 
     started = time.monotonic()
@@ -53,7 +55,7 @@ def fetch_http(url: str, timeout_s: float, retries: int, deadline_s: float, max_
                 if status in RETRY_STATUS:
                     last = f"HTTP {status} {response.reason}"
                 else:
-                    return _read_body(response, url, deadline, max_bytes)
+                    return _read_body(response, url, deadline, max_bytes, first_line)
         except requests.RequestException as exc:
             last = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
         if attempts <= retries:
@@ -65,7 +67,7 @@ def fetch_http(url: str, timeout_s: float, retries: int, deadline_s: float, max_
     )
 
 
-def _read_body(response: Any, url: str, deadline: float, max_bytes: int | None) -> bytes:
+def _read_body(response: Any, url: str, deadline: float, max_bytes: int | None, first_line: bool = False) -> bytes:
     import requests
 
     length = response.headers.get("Content-Length")
@@ -74,6 +76,8 @@ def _read_body(response: Any, url: str, deadline: float, max_bytes: int | None) 
     body = bytearray()
     for chunk in response.iter_content(chunk_size=1 << 20):
         body += chunk
+        if first_line and b"\n" in chunk:
+            return bytes(body[: body.index(b"\n") + 1])
         if max_bytes is not None and len(body) > max_bytes:
             raise _row_error("too_large", f"{url}: more than input.max_video_mb={max_bytes / 2**20:g} MiB")
         if time.monotonic() > deadline:

@@ -52,19 +52,20 @@ class CsvError(ConfigError):
     """The input CSV cannot be used at all (unreadable, or a WebVid column is missing)."""
 
 
-def _fetch_csv(uri: str, input_cfg: InputConfig) -> bytes:
+def _fetch_csv(uri: str, input_cfg: InputConfig, header_only: bool = False) -> bytes:
     try:
-        return fetch_http(uri, input_cfg.fetch_timeout_s, input_cfg.fetch_retries, input_cfg.fetch_deadline_s, None)
+        return fetch_http(uri, input_cfg.fetch_timeout_s, input_cfg.fetch_retries, input_cfg.fetch_deadline_s, None,
+                          first_line=header_only)
     except RowError as exc:
         raise CsvError(f"input.csv: cannot fetch {uri!r}: {exc}") from None
 
 
 def check_csv(uri: str, input_cfg: InputConfig) -> list[str]:
-    """Read only the CSV header; raise CsvError if it is unreadable or lacks a column the
-    video source needs. Returns the WebVid columns it has."""
+    """Read only the CSV header (over HTTP too: the body is not downloaded); raise CsvError if it
+    is unreadable or lacks a column the video source needs. Returns the WebVid columns it has."""
     try:
         if uri.startswith(("http://", "https://")):
-            stream: Any = io.BytesIO(_fetch_csv(uri, input_cfg))
+            stream: Any = io.BytesIO(_fetch_csv(uri, input_cfg, header_only=True))
         else:
             fs, path = storage.filesystem(uri)
             stream = fs.open_input_stream(path)
@@ -91,7 +92,7 @@ def read_rows(cfg: PreprocessConfig, columns: list[str] | None = None) -> ray.da
     columns = columns if columns is not None else check_csv(uri, cfg.input)
     convert = _string_columns(columns)
     if uri.startswith(("http://", "https://")):
-        ds = ray.data.from_arrow(pacsv.read_csv(io.BytesIO(_fetch_csv(uri, cfg.input)), convert_options=convert))
+        ds = ray.data.from_arrow(pacsv.read_csv(_open_csv(cfg), convert_options=convert))
     else:
         ds = ray.data.read_csv(uri, convert_options=convert)
     ds = ds.select_columns(columns)

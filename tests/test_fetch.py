@@ -111,8 +111,12 @@ def test_preprocess_from_http_keeps_every_row(ray_cluster, sample_dir, server, t
         writer = csv.writer(f)
         writer.writerow(["videoid", "contentUrl", "duration", "page_dir", "name"])
         writer.writerows([(vid, url, "PT3S", "remote", f"video {vid}") for url, vid in rows])
+    Handler.files[path.name] = path.read_bytes()  # the CSV itself comes over HTTP too
+    header = fetch_http(f"{base}/ok/{path.name}", 2.0, 0, 5.0, None, first_line=True)
+    assert header == b"videoid,contentUrl,duration,page_dir,name\r\n"
     summary = run(preprocess_config(sample_dir, tmp_path / "out", **{
-        "input.csv": str(path), "input.video_root": None, "input.fetch_timeout_s": 2.0, "input.fetch_retries": 1,
+        "input.csv": f"{base}/ok/{path.name}", "input.video_root": None, "input.fetch_timeout_s": 2.0,
+        "input.fetch_retries": 1,
     }))
     assert (summary["rows_in"], summary["rows_ok"], summary["rows_accounted"]) == (5, 2, True)
     assert summary["errors"] == {"fetch_failed": 2, "missing": 1}
