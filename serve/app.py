@@ -1,5 +1,6 @@
 """The app builder: ``serve run serve/config.yaml`` / ``serve deploy serve/config.yaml`` call
-``serve.app:build_app(args)``; ``python -m serve`` and the tests call it too.
+``serve.app:build_app(args)``; ``python -m serve`` and the tests call it too. ``serve.app:app`` is
+the shipped mini model bound with default settings (for ``serve run`` / ``serve build``).
 
     LivePhotoIngress (HTTP, CPU)  --handle-->  LivePhotoModel (weights on GPU, @serve.batch)
 """
@@ -47,3 +48,9 @@ def build(cfg: ServeConfig, api_key: str | None = None) -> serve.Application:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Serve's app builder: ``args`` are :class:`~serve.config.ServeConfig` fields (``model`` required)."""
     return build(serve_config(dict(args)))
+
+
+app = build_app({"model": "mini"})
+"""The shipped LivePhoto-mini with default settings, bound (nothing loads until Serve deploys it):
+``serve run serve.app:app``, or ``serve build serve.app:app -o config.yaml`` to write a config to edit.
+Other models: ``serve run serve/config.yaml`` (args of :func:`build_app`) or ``python -m serve``."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from common.config import ConfigError, check, check_choice, from_dict, opt, required
+from common.config import ConfigError, check, check_choice, from_dict, nested, opt, required
 from model.config import MODEL_PRESETS as PRESETS  # mini is the shipped trained model, tiny/sd15 are built fresh
+from model.config import ModelSources
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "hdfs://", "file://")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -32,6 +33,9 @@ class ServeConfig:
 
     # --- the model
     model: str = required("mini (shipped, trained) | tiny | sd15 | a save_pretrained folder | a training checkpoint folder | runs:/<run_id>/final_model | models:/<name>/<version>")
+    sources: ModelSources = nested(
+        ModelSources, "where the model's pretrained parts come from on this machine (flags: --model.base_model DIR, ...)"
+    )
     mlflow_tracking_uri: str | None = opt(None, "MLflow tracking URI used to resolve runs:/ and models:/ URIs (None: MLflow's default / MLFLOW_TRACKING_URI)")
     device: str = opt("auto", "torch device of the model replicas: auto (cuda when there is a GPU), cpu, cuda")
     dtype: str = opt("float32", "weights dtype on the device: float32, float16, bfloat16 (float16/bfloat16 on cuda only)")
