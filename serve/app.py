@@ -30,6 +30,7 @@ def model_deployment_options(cfg: ServeConfig) -> dict[str, Any]:
             "target_ongoing_requests": cfg.target_ongoing_requests,
         },
         health_check_period_s=cfg.health_check_period_s,
+        max_constructor_retry_count=cfg.max_constructor_retries,
         max_ongoing_requests=cfg.max_ongoing_requests,
         max_queued_requests=cfg.max_queued_requests,
         # the queue bound is checked on the ingress's handle; the ingress answers a JSON 503

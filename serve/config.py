@@ -66,6 +66,7 @@ class ServeConfig:
     request_timeout_s: float = opt(300.0, "a request still waiting for its video after this many seconds gets 504")
     health_timeout_s: float = opt(5.0, "/healthz waits this long for a model replica's answer (then reports it busy)")
     health_check_period_s: float = opt(10.0, "Serve calls each model replica's check_health this often; a failing replica is restarted")
+    max_constructor_retries: int = opt(3, "a model replica that fails to start (e.g. weights missing) is retried this often before the app fails")
     api_key: str | None = opt(None, "when set (or LIVEPHOTO_API_KEY is set where the app is built), /v1/* needs 'Authorization: Bearer KEY'")
 
     def __post_init__(self) -> None:
@@ -103,6 +104,7 @@ class ServeConfig:
         check(self.request_timeout_s > 0, "request_timeout_s", f"must be > 0, got {self.request_timeout_s}")
         check(self.health_timeout_s > 0, "health_timeout_s", f"must be > 0, got {self.health_timeout_s}")
         check(self.health_check_period_s > 0, "health_check_period_s", f"must be > 0, got {self.health_check_period_s}")
+        check(self.max_constructor_retries >= 1, "max_constructor_retries", f"must be >= 1, got {self.max_constructor_retries}")
         check(self.api_key is None or len(self.api_key) >= 8, "api_key", "must be at least 8 characters")
 
     @property

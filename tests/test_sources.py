@@ -169,3 +169,12 @@ def test_a_fresh_sd15_is_announced_as_untrained(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"'sd15' builds LivePhoto .* new parts untrained"):
         with pytest.raises(SourcesMissingError, match="hf download stable-diffusion-v1-5/stable-diffusion-v1-5"):
             LivePhotoPipeline.from_pretrained("sd15", local_files_only=True)
+
+
+def test_evaluate_takes_the_same_source_flags():
+    from common.config import load
+    from evaluation.config import PRESETS, EvalConfig
+
+    cfg = load(EvalConfig, presets=PRESETS, preset="mini", overrides={
+        "manifest.csv": "m.csv", "output.dir": "out", "model.base_model": "/data/sd15", "model.local_files_only": True})
+    assert cfg.generation.model == "mini" and cfg.model.overrides() == {"base_model": "/data/sd15", "local_files_only": True}
