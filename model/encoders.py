@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.config import JobFailed
 from model.config import PACKAGE_PREFIX, ModelConfig
 
 M = TypeVar("M")
@@ -39,8 +40,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SEED_OFFSETS = {"text_encoder": 1, "vae": 2, "image_encoder": 3, "unet": 4, "motion_adapter": 5, "livephoto": 6}
 
 
-class WeightsNotFoundError(OSError):
-    """Pretrained weights for a component could not be loaded."""
+class WeightsNotFoundError(OSError, JobFailed):
+    """Pretrained weights for a component could not be loaded (a job prints the message, exit 1)."""
 
     def __init__(self, component: str, source: str, how: str, cause: BaseException | None = None):
         detail = f" ({type(cause).__name__}: {' '.join(str(cause).split())[:1000]})" if cause else ""

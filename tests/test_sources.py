@@ -178,3 +178,12 @@ def test_evaluate_takes_the_same_source_flags():
     cfg = load(EvalConfig, presets=PRESETS, preset="mini", overrides={
         "manifest.csv": "m.csv", "output.dir": "out", "model.base_model": "/data/sd15", "model.local_files_only": True})
     assert cfg.generation.model == "mini" and cfg.model.overrides() == {"base_model": "/data/sd15", "local_files_only": True}
+
+
+def test_a_job_reports_missing_weights_in_its_message_not_a_traceback(tmp_path, capsys):
+    from common.config import main_with_errors
+
+    cfg = _tiny(base_model=str(tmp_path / "sd15"), motion_adapter=str(tmp_path / "adapter"))
+    assert main_with_errors(lambda argv: require_sources(cfg), []) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot load 6 pretrained component(s):") and "--model.motion_adapter" in err

@@ -67,6 +67,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     from ray.train.torch import TorchTrainer
 
     from model.encoders import encoder_dims
+    from model.sources import require_sources
 
     out = os.path.abspath(cfg.output.dir)
     os.makedirs(out, exist_ok=True)
@@ -84,6 +85,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                     scaling.cpus_per_worker, 1.0 if scaling.use_gpu else 0.0, count=scaling.min_workers or scaling.num_workers)],
             cluster_nodes(), "lower those settings, or run on a cluster that has them",
         )
+    require_sources(cfg.model)  # every pretrained part, here on the driver: workers would fail one by one
     data = open_dataset(cfg.data)
     dims = encoder_dims(cfg.model)
     check_compatible(data.info, cfg.model, dims["text_dim"], dims["image_dim"] if cfg.model.use_content_encoder else None)
