@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from common.config import check, nested, opt, required
+from model.config import ModelSources
 
 MANIFEST_COLUMNS = ("image", "prompt", "intensity", "seed")
 """Columns every manifest must have; ``id`` and ``direction`` are optional."""
@@ -97,6 +98,7 @@ class EvalOutputConfig:
 class EvalConfig:
     manifest: ManifestConfig = nested(ManifestConfig, "what to generate")
     generation: GenerationConfig = nested(GenerationConfig, "the model and how it samples")
+    model: ModelSources = nested(ModelSources, "where the model's pretrained parts come from on this machine (None: as saved)")
     metrics: MetricsConfig = nested(MetricsConfig, "metric encoders and settings")
     mlflow: EvalMlflowConfig = nested(EvalMlflowConfig, "experiment tracking")
     output: EvalOutputConfig = nested(EvalOutputConfig, "where results go")

@@ -130,7 +130,7 @@ class GenerateAndScore:
         self.out_dir = Path(out_dir)
         g, m = self.cfg.generation, self.cfg.metrics
         self.device = "cuda" if g.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.pipe = load_pipeline(g.model, g.tracking_uri)
+        self.pipe = load_pipeline(g.model, g.tracking_uri, self.cfg.model.overrides())
         if self.device == "cuda":
             self.pipe.to("cuda", torch.float16)
         model_cfg = self.pipe.config

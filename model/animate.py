@@ -3,15 +3,21 @@
     python -m model.animate --model DIR|tiny|sd15 --image photo.jpg --prompt "the bear is dancing" \\
         --intensity 7 --seed 0 --out out.mp4
 
-``--model`` is a ``save_pretrained`` folder or a preset name. Writes an MP4 or GIF (by the
-suffix of ``--out``) and prints the path and the prompt's token weights.
+``--model`` is a ``save_pretrained`` folder or a preset name; ``--model.base_model DIR`` (and
+``--model.motion_adapter``, ``--model.image_encoder``, ``--model.text_encoder``,
+``--model.local_files_only``, the jobs' flags) point its pretrained parts at folders on this
+machine. Writes an MP4 or GIF (by the suffix of ``--out``) and prints the path and the
+prompt's token weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Sequence
+
+from model.config import ModelSources
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -33,7 +39,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output video, .mp4 or .gif")
+    sources = p.add_argument_group("where the model's pretrained parts come from (default: as the model was saved)")
+    for field in dataclasses.fields(ModelSources):
+        kind = {"type": _bool} if field.name == "local_files_only" else {}
+        sources.add_argument(f"--model.{field.name}", dest=field.name, default=None, help=field.metadata["help"], **kind)
     return p.parse_args(argv)
+
+
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
+def sources_of(args: argparse.Namespace) -> ModelSources:
+    return ModelSources(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ModelSources)})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from model.pipeline import LivePhotoPipeline
     from model.video_io import export_video
 
-    pipe = LivePhotoPipeline.from_pretrained(args.model).to(args.device, getattr(torch, args.dtype))
+    from model.encoders import WeightsNotFoundError
+
+    try:
+        pipe = LivePhotoPipeline.from_pretrained(args.model, **sources_of(args).overrides())
+    except WeightsNotFoundError as exc:  # every missing part, with what to set (--model.base_model ...)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    pipe.to(args.device, getattr(torch, args.dtype))
     pipe.set_progress_bar_config(disable=args.no_progress)
     cfg = pipe.config
     size = args.size or cfg.resolution
@@ -72,7 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         words = pipe.tokenizer.convert_ids_to_tokens(ids)
         weights = out.token_weights[0, : len(words)].float().tolist()
         print("token weights: " + " ".join(f"{w.replace('</w>', '')}={x:.2f}" for w, x in zip(words, weights)))
-    return 0
     return 0
 
 

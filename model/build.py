@@ -31,6 +31,7 @@ from model import encoders
 from model.config import ModelConfig
 from model.encoders import SEED_OFFSETS, _how, frozen, load_pretrained, seeded
 from model.network import LivePhotoModel
+from model.sources import require_sources
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "livephoto.safetensors"
@@ -159,6 +160,7 @@ def build_base_unet(cfg: ModelConfig):
 def build_network(cfg: ModelConfig, image_dim: int | None = None) -> LivePhotoModel:
     """The LivePhoto network for ``cfg`` in eval mode (as diffusers' ``from_pretrained``; call
     ``.train()`` to train); trainable groups have ``requires_grad``, the rest is frozen."""
+    require_sources(cfg, ("unet", "motion_adapter", "scheduler", "vae", "text", "image_encoder"))
     dims = encoders.encoder_dims(cfg)
     unet = build_base_unet(cfg)
     if dims["text_dim"] != unet.config.cross_attention_dim:
@@ -219,7 +221,9 @@ class LivePhotoComponents:
 
 
 def build_livephoto(cfg: ModelConfig) -> LivePhotoComponents:
-    """Network + frozen encoders + scheduler for ``cfg`` (pretrained sources or tiny random)."""
+    """Network + frozen encoders + scheduler for ``cfg`` (pretrained sources or tiny random); every
+    pretrained part is checked first, and all missing ones are reported at once."""
+    require_sources(cfg)
     image_encoder = encoders.load_image_encoder(cfg) if cfg.use_content_encoder else None
     image_dim = image_encoder.config.hidden_size if image_encoder is not None else encoders.encoder_dims(cfg)["image_dim"]
     return LivePhotoComponents(

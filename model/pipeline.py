@@ -12,6 +12,7 @@ blended with the DDIM-inverted reference latent (prior inversion, paper Sec. 3.4
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +29,13 @@ from model.image import center_crop_resize, to_rgb
 from model.network import LivePhotoModel
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+UNTRAINED_OK = ("tiny",)
+"""Presets whose fresh weights are expected to be random (plumbing); any other preset built fresh is warned about."""
+UNTRAINED_WARNING = (
+    "{name!r} builds LivePhoto from its pretrained parts with the new parts untrained (text re-weighting at its "
+    "initial values, reference / intensity channels of conv_in at zero): its videos do not start at the photo nor "
+    "follow the intensity. Train it (jobs/train.py --preset {name}) and load the run's final_model, or use 'mini'."
+)
 DECODE_CHUNK = 16  # frames per VAE decode call
 
 
@@ -86,6 +94,8 @@ class LivePhotoPipeline:
             if name in SHIPPED_MODELS:
                 return cls.from_components(load_components(shipped_model_dir(name), **overrides))
             if name in MODEL_PRESETS:
+                if name not in UNTRAINED_OK:
+                    warnings.warn(UNTRAINED_WARNING.format(name=name), UserWarning, stacklevel=2)
                 return cls.from_components(build_livephoto(ModelConfig(**{**model_preset(name), **overrides})))
         return cls.from_components(load_components(source, **overrides))
 
@@ -104,7 +114,8 @@ class LivePhotoPipeline:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "LivePhotoPipeline":
         for module in (self.model, self.vae, self.text_encoder, self.image_encoder):
             if module is not None:
-                module.to(device=device, dtype=dtype)
+                same = dtype is None or next(module.parameters(), torch.empty(0, dtype=dtype)).dtype == dtype
+                module.to(device=device, **({} if same else {"dtype": dtype}))  # diffusers warns on every dtype cast
         return self
 
     @property

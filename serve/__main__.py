@@ -3,6 +3,7 @@
     python -m serve --model tiny --port 8000
     python -m serve --model runs/demo/train/final_model --max_batch_size 4
     python -m serve --config serve/config.yaml --model runs:/<run_id>/final_model --mlflow_tracking_uri http://...
+    python -m serve --model runs/sd15/final_model --model.base_model /data/stable-diffusion-v1-5 --model.local_files_only true
 
 Starts a private Ray instance and Serve on ``--host`` (127.0.0.1) ``--port``, prints the URL
 once the app answers, and blocks; SIGINT / SIGTERM shut Serve and Ray down and exit 0.
@@ -48,6 +49,8 @@ def parse(argv: Sequence[str]) -> tuple[ServeConfig, str, int]:
         else:
             check(isinstance(data, dict), "config", f"{config_file} must hold a mapping")
             args = data
+    # --model.base_model DIR (the jobs' flag) is the sources section here: --model itself names the model
+    overrides = {("sources." + k[len("model."):] if k.startswith("model.") else k): v for k, v in overrides.items()}
     cfg = from_dict(ServeConfig, deep_merge(args, overrides_to_dict(overrides)))
     check(cfg.model is not None, "model", "required: --model mini|tiny|sd15|PATH|runs:/...|models:/...")
     if cfg.num_gpus is None:  # a local machine without CUDA cannot place a 1-GPU replica
@@ -70,6 +73,20 @@ def wait_ready(url: str, timeout_s: float = 600.0) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not answer within {timeout_s:g} s")
+
+
+def deployment_errors(app_name: str = APP_NAME) -> str:
+    """What Serve recorded about the app's failing deployments (their replicas' exceptions), or ''."""
+    from ray import serve
+
+    try:
+        app = serve.status().applications.get(app_name)
+    except Exception:  # noqa: BLE001 - the controller itself may be gone; nothing more to say
+        return ""
+    if app is None:
+        return ""
+    failing = [(name, d.message.strip()) for name, d in app.deployments.items() if d.status != "HEALTHY" and d.message]
+    return "\n".join(f"deployment {name}: {message}" for name, message in failing)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -98,6 +115,9 @@ def main(argv: Sequence[str]) -> int:
         print("shutting down", flush=True)
     except Exception as exc:  # noqa: BLE001 - e.g. the model replica could not load its weights
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        detail = deployment_errors()
+        if detail:  # the replica's own exception, which Serve otherwise leaves in a log file
+            print(detail, file=sys.stderr)
         return 1
     finally:
         try:

@@ -1,5 +1,6 @@
 """The app builder: ``serve run serve/config.yaml`` / ``serve deploy serve/config.yaml`` call
-``serve.app:build_app(args)``; ``python -m serve`` and the tests call it too.
+``serve.app:build_app(args)``; ``python -m serve`` and the tests call it too. ``serve.app:app`` is
+the shipped mini model bound with default settings (for ``serve run`` / ``serve build``).
 
     LivePhotoIngress (HTTP, CPU)  --handle-->  LivePhotoModel (weights on GPU, @serve.batch)
 """
@@ -29,6 +30,7 @@ def model_deployment_options(cfg: ServeConfig) -> dict[str, Any]:
             "target_ongoing_requests": cfg.target_ongoing_requests,
         },
         health_check_period_s=cfg.health_check_period_s,
+        max_constructor_retry_count=cfg.max_constructor_retries,
         max_ongoing_requests=cfg.max_ongoing_requests,
         max_queued_requests=cfg.max_queued_requests,
         # the queue bound is checked on the ingress's handle; the ingress answers a JSON 503
@@ -47,3 +49,9 @@ def build(cfg: ServeConfig, api_key: str | None = None) -> serve.Application:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Serve's app builder: ``args`` are :class:`~serve.config.ServeConfig` fields (``model`` required)."""
     return build(serve_config(dict(args)))
+
+
+app = build_app({"model": "mini"})
+"""The shipped LivePhoto-mini with default settings, bound (nothing loads until Serve deploys it):
+``serve run serve.app:app``, or ``serve build serve.app:app -o config.yaml`` to write a config to edit.
+Other models: ``serve run serve/config.yaml`` (args of :func:`build_app`) or ``python -m serve``."""

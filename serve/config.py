@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from common.config import ConfigError, check, check_choice, from_dict, opt, required
+from common.config import ConfigError, check, check_choice, from_dict, nested, opt, required
 from model.config import MODEL_PRESETS as PRESETS  # mini is the shipped trained model, tiny/sd15 are built fresh
+from model.config import ModelSources
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "hdfs://", "file://")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -32,6 +33,9 @@ class ServeConfig:
 
     # --- the model
     model: str = required("mini (shipped, trained) | tiny | sd15 | a save_pretrained folder | a training checkpoint folder | runs:/<run_id>/final_model | models:/<name>/<version>")
+    sources: ModelSources = nested(
+        ModelSources, "where the model's pretrained parts come from on this machine (flags: --model.base_model DIR, ...)"
+    )
     mlflow_tracking_uri: str | None = opt(None, "MLflow tracking URI used to resolve runs:/ and models:/ URIs (None: MLflow's default / MLFLOW_TRACKING_URI)")
     device: str = opt("auto", "torch device of the model replicas: auto (cuda when there is a GPU), cpu, cuda")
     dtype: str = opt("float32", "weights dtype on the device: float32, float16, bfloat16 (float16/bfloat16 on cuda only)")
@@ -62,6 +66,7 @@ class ServeConfig:
     request_timeout_s: float = opt(300.0, "a request still waiting for its video after this many seconds gets 504")
     health_timeout_s: float = opt(5.0, "/healthz waits this long for a model replica's answer (then reports it busy)")
     health_check_period_s: float = opt(10.0, "Serve calls each model replica's check_health this often; a failing replica is restarted")
+    max_constructor_retries: int = opt(3, "a model replica that fails to start (e.g. weights missing) is retried this often before the app fails")
     api_key: str | None = opt(None, "when set (or LIVEPHOTO_API_KEY is set where the app is built), /v1/* needs 'Authorization: Bearer KEY'")
 
     def __post_init__(self) -> None:
@@ -99,6 +104,7 @@ class ServeConfig:
         check(self.request_timeout_s > 0, "request_timeout_s", f"must be > 0, got {self.request_timeout_s}")
         check(self.health_timeout_s > 0, "health_timeout_s", f"must be > 0, got {self.health_timeout_s}")
         check(self.health_check_period_s > 0, "health_check_period_s", f"must be > 0, got {self.health_check_period_s}")
+        check(self.max_constructor_retries >= 1, "max_constructor_retries", f"must be >= 1, got {self.max_constructor_retries}")
         check(self.api_key is None or len(self.api_key) >= 8, "api_key", "must be at least 8 characters")
 
     @property

@@ -62,24 +62,29 @@ def _model_version_uri(source: str, tracking_uri: str | None) -> str:
     return client.get_model_version_download_uri(name, version)
 
 
-def load_pipeline(source: str, tracking_uri: str | None = None):
+def load_pipeline(source: str, tracking_uri: str | None = None, overrides: dict[str, Any] | None = None):
     """``tiny`` / ``sd15``, a ``save_pretrained`` folder, a training checkpoint folder
-    (``trainable.safetensors`` + ``state.json``), or an MLflow URI of either."""
+    (``trainable.safetensors`` + ``state.json``), or an MLflow URI of either; ``overrides``
+    (ModelSources fields) say where its pretrained parts come from on this machine."""
+    from model.encoders import WeightsNotFoundError
     from model.pipeline import LivePhotoPipeline
 
+    overrides = overrides or {}
     if model_kind(source) == "preset":
-        return LivePhotoPipeline.from_pretrained(source)
+        return LivePhotoPipeline.from_pretrained(source, **overrides)
     with tempfile.TemporaryDirectory(prefix="livephoto-model-") as tmp:
         directory = resolve_model_dir(source, tracking_uri, download_dir=tmp)
         if (directory / CHECKPOINT_STATE).is_file() and (directory / CHECKPOINT_WEIGHTS).is_file():
-            return _load_checkpoint(directory)
+            return _load_checkpoint(directory, overrides)
         try:
-            return LivePhotoPipeline.from_pretrained(directory)
+            return LivePhotoPipeline.from_pretrained(directory, **overrides)
+        except WeightsNotFoundError:
+            raise  # the model is fine; its pretrained parts are missing here (the message lists them)
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"model: {source!r} is not a LivePhoto save_pretrained folder or training checkpoint ({exc})") from None
 
 
-def _load_checkpoint(directory: Path):
+def _load_checkpoint(directory: Path, overrides: dict[str, Any]):
     """A training checkpoint: rebuild the network from its ModelConfig, load the trained weights
     (their EMA where the run kept one, as the run's final model does)."""
     from safetensors.torch import load_file
@@ -91,7 +96,7 @@ def _load_checkpoint(directory: Path):
     meta = json.loads((directory / CHECKPOINT_STATE).read_text())
     if "model" not in meta:
         raise ConfigError(f"model: {directory / CHECKPOINT_STATE} has no 'model' section; not a training checkpoint")
-    components = build_livephoto(from_dict(ModelConfig, meta["model"], prefix="model"))
+    components = build_livephoto(from_dict(ModelConfig, {**meta["model"], **overrides}, prefix="model"))
     state = load_file(directory / CHECKPOINT_WEIGHTS)
     if (directory / CHECKPOINT_EMA).is_file():
         state.update(load_file(directory / CHECKPOINT_EMA))
@@ -188,7 +193,7 @@ class LivePhotoModel:
         dtype = getattr(torch, cfg.dtype)
         if device == "cpu" and dtype != torch.float32:
             raise ConfigError(f"dtype: must be float32 on cpu, got {cfg.dtype}")
-        self.pipe = load_pipeline(cfg.model, cfg.mlflow_tracking_uri).to(device, dtype)
+        self.pipe = load_pipeline(cfg.model, cfg.mlflow_tracking_uri, cfg.sources.overrides()).to(device, dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self.info = model_info(self.pipe, cfg)
         self.batch_sizes: collections.Counter[int] = collections.Counter()

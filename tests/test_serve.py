@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import json
 import os
 import shutil
 import socket
@@ -293,6 +294,30 @@ def test_killed_model_replica_answers_503_then_serve_restarts_it(url, photo):
         assert c.get("/healthz").json() == {"status": "ok", "model": "ready"}
         assert _animate(c, photo, {"format": "gif"}).status_code == 200
         assert _model_replica_pid() != pid
+
+
+def test_a_replica_that_cannot_load_its_model_fails_the_app_with_its_own_error(url, tmp_path):
+    """A saved model whose base folder is missing here: the app fails to deploy (after
+    max_constructor_retries), and what the user sees is the replica's exception, not only
+    "Deploying application ... failed"."""
+    from ray import serve
+
+    from model.pipeline import LivePhotoPipeline
+    from serve.__main__ import deployment_errors
+
+    folder = tmp_path / "model"
+    LivePhotoPipeline.from_pretrained("tiny").save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model"]["base_model"] = str(tmp_path / "sd15-not-here")
+    (folder / "config.json").write_text(json.dumps(config))
+    broken = ServeConfig(model=str(folder), num_gpus=0.0, max_constructor_retries=1)
+    with pytest.raises(RuntimeError, match="Deploying application broken failed"):
+        serve.run(build(broken), name="broken", route_prefix="/broken")
+    try:
+        detail = deployment_errors("broken")
+        assert "deployment LivePhotoModel:" in detail and "cannot load" in detail and "sd15-not-here" in detail
+    finally:
+        serve.delete("broken")
 
 
 # --------------------------------------------------------------------------- the page, in a browser

@@ -49,6 +49,9 @@ def test_config_checks_fields_loudly():
     opts = model_deployment_options(serve_config({"model": "sd15", "max_replicas": 4, "max_queued_requests": 7}))
     assert opts["ray_actor_options"]["num_gpus"] == 1 and opts["autoscaling_config"]["max_replicas"] == 4
     assert opts["max_queued_requests"] == 7 and opts["backpressure_config"]["retry_after_s"] == 5
+    assert opts["max_constructor_retry_count"] == 3
+    with pytest.raises(ConfigError, match="^max_constructor_retries:"):
+        serve_config({"model": "tiny", "max_constructor_retries": 0})
 
 
 def test_config_yaml_builds_an_app():
@@ -68,6 +71,11 @@ def test_main_parses_flags_and_serve_config_yaml():
     assert (cfg.model, cfg.max_batch_size, host, port) == ("tiny", 2, "127.0.0.1", 8123)
     cfg, _, _ = parse(["--config", "serve/config.yaml", "--model", "tiny", "--dtype", "float32"])
     assert cfg.max_replicas == 4 and cfg.model == "tiny"
+    # the jobs' --model.<source> flags set where the model's pretrained parts come from
+    cfg, _, _ = parse(["--model", "mini", "--model.text_encoder", "/models/minilm", "--model.local_files_only", "true"])
+    assert cfg.model == "mini" and cfg.sources.overrides() == {"text_encoder": "/models/minilm", "local_files_only": True}
+    with pytest.raises(ConfigError, match="unknown setting sources.vae"):
+        parse(["--model", "mini", "--model.vae", "x"])
     with pytest.raises(ConfigError, match="^model: required"):
         parse(["--port", "8000"])
     with pytest.raises(ConfigError, match="^port:"):

@@ -106,3 +106,44 @@ def test_collate_decodes_the_arrays():
     assert out["latents"].shape == (1, 4, 8, 2, 2)  # (batch, channels, frames, h, w)
     assert torch.equal(out["latents"][0, :, 3], torch.from_numpy(lat[3].astype(np.float32)))
     assert out["intensity"].tolist() == [7] and out["caption"] == ["a cat"] and out["attention_mask"].dtype == torch.long
+
+
+def test_sample_references_come_from_latents_when_no_frames_are_stored(tmp_path):
+    """The sd15 preprocessing preset stores latents, not frames: the sample videos still get their
+    reference images, decoded from the clips' first-frame latents by the model's own autoencoder."""
+    from model import encoders as E
+    from model.config import ModelConfig, model_preset
+    from training.run import sample_references
+    from training.tracking import WorkerTracker
+
+    cfg = load(TrainConfig, presets=PRESETS, preset="mini", overrides={"data.dir": "d", "output.dir": "o"})
+    mini = ModelConfig(**model_preset("mini"))
+    vae = E.load_vae(mini)  # the pixel autoencoder: decode(encode(x)) is x
+    g = np.random.default_rng(0)
+    clips = [g.integers(0, 256, (mini.num_frames, 32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    latents = [E.encode_latents(vae, E.frames_to_pixels(c)).half().numpy() for c in clips]
+    spec = {"dtype": "float16", "shape": list(latents[0].shape)}
+
+    class Rows:  # the two Ray Dataset methods sample_references uses
+        def __init__(self, rows):
+            self.rows = rows
+
+        def select_columns(self, cols):
+            return Rows([{c: r[c] for c in cols} for r in self.rows])
+
+        def take(self, n):
+            return self.rows[:n]
+
+    class Data:
+        info = {"arrays": {"latents": spec}}
+        val = Rows([{"latents": z.tobytes()} for z in latents[:1]])
+        train = Rows([{"latents": z.tobytes()} for z in latents[1:]])
+
+    refs = sample_references(Data, 2)
+    assert list(refs) == ["latents"] and len(refs["latents"]) == 2
+    assert sample_references(Data, 0) == {}
+    components = type("C", (), {"vae": vae})()
+    tracker = WorkerTracker({"tracking_uri": f"sqlite:///{tmp_path}/m.db", "run_id": "x", "sample_references": refs}, cfg, components, 0)
+    assert [r.shape for r in tracker.refs] == [(32, 32, 3)] * 2
+    for ref, clip in zip(tracker.refs, clips[:2]):  # first frames, through fp16 latents
+        assert np.abs(ref.astype(int) - clip[0].astype(int)).max() <= 1

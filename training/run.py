@@ -41,19 +41,24 @@ def resolve_resume(resume: str | None, out_dir: str) -> Path | None:
     return path
 
 
-def sample_images(data: Any, count: int) -> list[list]:
-    """First frames of the first ``count`` validation clips (topped up with training clips)."""
+def sample_references(data: Any, count: int) -> dict[str, list]:
+    """What the sample videos start from: the first frames of the first ``count`` validation clips
+    (topped up with training clips), as ``{"frames": [...]}``; where the dataset stores latents
+    but no frames (the sd15 preprocessing preset), their first-frame latents, ``{"latents": [...]}``,
+    which the worker decodes with its VAE. ``{}`` when ``count`` is 0."""
     import numpy as np
 
     from pipelines.schema import decode_array
 
-    if count == 0 or "frames" not in data.info["arrays"]:
-        return []
-    rows = data.val.select_columns(["frames"]).take(count) if data.val is not None else []
+    column = "frames" if "frames" in data.info["arrays"] else "latents"
+    if count == 0 or column not in data.info["arrays"]:
+        return {}
+    rows = data.val.select_columns([column]).take(count) if data.val is not None else []
     if len(rows) < count:
-        rows += data.train.select_columns(["frames"]).take(count - len(rows))
-    spec = data.info["arrays"]["frames"]
-    return [np.asarray(decode_array(r["frames"], spec)[0]).tolist() for r in rows]
+        rows += data.train.select_columns([column]).take(count - len(rows))
+    spec = data.info["arrays"][column]
+    return {column: [np.asarray(decode_array(r[column], spec)[0], dtype=np.float32 if column == "latents" else np.uint8).tolist()
+                     for r in rows]}
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
@@ -62,6 +67,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     from ray.train.torch import TorchTrainer
 
     from model.encoders import encoder_dims
+    from model.sources import require_sources
 
     out = os.path.abspath(cfg.output.dir)
     os.makedirs(out, exist_ok=True)
@@ -79,6 +85,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                     scaling.cpus_per_worker, 1.0 if scaling.use_gpu else 0.0, count=scaling.min_workers or scaling.num_workers)],
             cluster_nodes(), "lower those settings, or run on a cluster that has them",
         )
+    require_sources(cfg.model)  # every pretrained part, here on the driver: workers would fail one by one
     data = open_dataset(cfg.data)
     dims = encoder_dims(cfg.model)
     check_compatible(data.info, cfg.model, dims["text_dim"], dims["image_dim"] if cfg.model.use_content_encoder else None)
@@ -96,7 +103,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     config = {
         "cfg": to_dict(cfg), "run_id": run_id, "tracking_uri": uri, "output_dir": out, "arrays": data.info["arrays"],
         "resume_from": str(resume) if resume else None, "has_val": data.val is not None,
-        "sample_images": sample_images(data, cfg.samples.count),
+        "sample_references": sample_references(data, cfg.samples.count),
     }
     ordered = ray.train.DataConfig.default_ingest_options()
     ordered.preserve_order = True  # a fixed order per seed: resumed runs see the same batches

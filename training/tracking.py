@@ -62,7 +62,20 @@ class WorkerTracker:
         self.client = MlflowClient(tracking_uri=config["tracking_uri"])
         self.run_id = config["run_id"]
         self.cfg, self.components, self.config = cfg, components, config
-        self.refs = [np.asarray(r, dtype=np.uint8) for r in config.get("sample_images", [])]
+        refs = config.get("sample_references", {})
+        self.refs = [np.asarray(r, dtype=np.uint8) for r in refs.get("frames", [])]
+        if refs.get("latents"):  # no frames stored: the references are the VAE's view of the clips' first frames
+            self.refs = [self._decode(np.asarray(z, dtype=np.float32)) for z in refs["latents"]]
+
+    def _decode(self, latent: np.ndarray) -> np.ndarray:
+        """A stored first-frame latent (c, h, w) -> uint8 (height, width, 3) through the VAE."""
+        import torch
+
+        from model.encoders import decode_latents
+
+        with torch.no_grad():
+            pixels = decode_latents(self.components.vae, torch.from_numpy(latent)[None])[0].float()
+        return np.rint(((pixels.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
 
     def log(self, state: Any, metrics: dict[str, float], model: Any, ema: Any) -> None:
         from mlflow.entities import Metric

@@ -1,0 +1,151 @@
+"""Where the pretrained parts come from, checked before anything loads.
+
+A source is a local folder, a Hugging Face hub id, or ``package:<module>/<folder>`` (a folder
+inside an installed Python package). :func:`require_sources` looks, for every component a
+ModelConfig needs, for the files ``from_pretrained`` would read (a folder's ``config.json`` and
+weights, in the subfolder the component lives in) and raises one :class:`SourcesMissingError`
+that lists every missing component at once, each with its setting, the file looked for and
+advice that fits the source: a path to check for a folder, ``hf download <id>`` for a hub id
+that is not in the local cache while downloads are off. With downloads on, a hub id that is not
+cached yet is left to ``from_pretrained`` (it downloads it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.config import PACKAGE_PREFIX, ModelConfig
+from model.encoders import WeightsNotFoundError, resolve_source
+
+SOURCE_FIELDS = ("base_model", "motion_adapter", "image_encoder", "text_encoder", "local_files_only")
+"""The ModelConfig settings that say where pretrained weights come from; the same ``--model.<field>``
+flags in every job, ``python -m model.animate`` and ``python -m serve``."""
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One component: the setting it comes from, its subfolder, the files that must be there
+    (each entry: any one of these alternatives; ``a+b``: both) and whether weights must be there too."""
+
+    label: str
+    field: str
+    subfolder: str
+    files: tuple[tuple[str, ...], ...]
+    weights: bool = True
+
+
+def parts_needed(cfg: ModelConfig, which: tuple[str, ...] | None = None) -> list[Part]:
+    """The pretrained components ``cfg`` loads (``which``: only these of unet, vae, text,
+    scheduler, motion_adapter, image_encoder)."""
+    config = (("config.json",),)
+    parts: dict[str, list[Part]] = {name: [] for name in ("unet", "vae", "text", "scheduler", "motion_adapter", "image_encoder")}
+    if cfg.base_model is not None:
+        parts["unet"].append(Part("SD 1.5 UNet", "base_model", "unet", config))
+        parts["scheduler"].append(Part("scheduler config", "base_model", "scheduler", (("scheduler_config.json",),), weights=False))
+        if cfg.autoencoder == "vae":
+            parts["vae"].append(Part("VAE", "base_model", "vae", config))
+        if cfg.text_encoder is None:
+            parts["text"].append(Part("CLIP text encoder", "base_model", "text_encoder", config))
+            parts["text"].append(Part("CLIP tokenizer", "base_model", "tokenizer", (("vocab.json+merges.txt", "tokenizer.json"),),
+                                      weights=False))
+    if cfg.text_encoder is not None:
+        parts["text"].append(Part("text encoder", "text_encoder", "", (("config.json",), ("tokenizer.json", "vocab.txt", "vocab.json"))))
+    if cfg.motion_adapter is not None:
+        parts["motion_adapter"].append(Part("AnimateDiff motion adapter", "motion_adapter", "", config))
+    if cfg.image_encoder is not None and cfg.use_content_encoder:
+        parts["image_encoder"].append(Part("DINOv2 image encoder", "image_encoder", "", config))
+    return [p for name, group in parts.items() if which is None or name in which for p in group]
+
+
+def is_hub_id(source: str) -> bool:
+    """``owner/name`` (or ``name``) that is not a folder on this machine."""
+    return not source.startswith(PACKAGE_PREFIX) and not Path(source).expanduser().exists() and bool(HUB_ID.match(source))
+
+
+def downloads_off(cfg: ModelConfig) -> bool:
+    from huggingface_hub import constants
+
+    return cfg.local_files_only or bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "TRUE")
+
+
+def _in_folder(folder: Path, part: Part) -> str | None:
+    """What ``part`` lacks in ``folder``, or None when it is all there."""
+    where = folder / part.subfolder if part.subfolder else folder
+    shown = f"{part.subfolder}/" if part.subfolder else ""
+    if not where.is_dir():
+        return f"{folder} has no {shown} folder"
+    for names in part.files:
+        if not any(all((where / n).is_file() for n in alt.split("+")) for alt in names):
+            return f"{folder} has no {' or '.join(shown + alt.replace('+', ' + ' + shown) for alt in names)}"
+    if part.weights and not any(f.suffix in WEIGHT_SUFFIXES for f in where.iterdir() if f.is_file()):
+        return f"{folder} has no weights in {shown or './'} (*.safetensors or *.bin)"
+    return None
+
+
+def _in_cache(repo: str, part: Part) -> str | None:
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    def cached(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo, f"{part.subfolder}/{name}" if part.subfolder else name), str)
+
+    for names in part.files:
+        if not any(all(cached(n) for n in alt.split("+")) for alt in names):
+            shown = f"{part.subfolder}/{names[0].split('+')[0]}" if part.subfolder else names[0].split("+")[0]
+            return f"hub id {repo!r}: {shown} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and downloads are off"
+    return None
+
+
+def missing_sources(cfg: ModelConfig, which: tuple[str, ...] | None = None) -> list[tuple[Part, str, str]]:
+    """(part, source, what is missing) for every needed component that cannot be loaded from here."""
+    found: list[tuple[Part, str, str]] = []
+    offline = downloads_off(cfg)
+    for part in parts_needed(cfg, which):
+        source = getattr(cfg, part.field)
+        if source.startswith(PACKAGE_PREFIX):
+            try:
+                problem = _in_folder(Path(resolve_source(source, part.label)), part)
+            except WeightsNotFoundError as exc:
+                problem = str(exc).split(". ", 1)[-1]
+        elif is_hub_id(source):
+            problem = _in_cache(source, part) if offline else None
+        else:
+            folder = Path(source).expanduser()
+            problem = _in_folder(folder, part) if folder.is_dir() else f"no folder {source!r} (and it is not a hub id)"
+        if problem:
+            found.append((part, source, problem))
+    return found
+
+
+class SourcesMissingError(WeightsNotFoundError):
+    """Pretrained components named by the config cannot be found; lists all of them."""
+
+    def __init__(self, missing: list[tuple[Part, str, str]]):  # noqa: D107 - not WeightsNotFoundError's arguments
+        lines = [f"cannot load {len(missing)} pretrained component(s):"]
+        lines += [f"  - {part.label} (--model.{part.field} {source}): {problem}" for part, source, problem in missing]
+        hub = sorted({source for _, source, _ in missing if is_hub_id(source)})
+        local = [source for _, source, _ in missing if not is_hub_id(source)]
+        if local:
+            lines.append("Folders: check the path and its layout (an SD 1.5 diffusers folder holds unet/, vae/, text_encoder/, "
+                         "tokenizer/, scheduler/; a motion adapter, DINOv2 or text encoder folder holds config.json and its weights).")
+        if hub:
+            lines.append("Hub ids: download them once on a machine with internet ("
+                         + "; ".join(f"`hf download {h}`" for h in hub)
+                         + "), then either pass the downloaded folders or copy the cache here and set HF_HOME to it "
+                         "with HF_HUB_OFFLINE=1.")
+        OSError.__init__(self, "\n".join(lines))
+        self.missing = missing
+        self.component = ", ".join(part.label for part, _, _ in missing)
+        self.source = ", ".join(sorted({source for _, source, _ in missing}))
+
+
+def require_sources(cfg: ModelConfig, which: tuple[str, ...] | None = None) -> None:
+    """Raise :class:`SourcesMissingError` listing every component of ``cfg`` that cannot be loaded."""
+    missing = missing_sources(cfg, which)
+    if missing:
+        raise SourcesMissingError(missing)
