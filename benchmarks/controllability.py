@@ -424,8 +424,9 @@ def carried_results(args: argparse.Namespace, results_dir: Path, out: Path) -> d
         return empty
     old = json.loads(path.read_text())
     old_setup = {k: v for k, v in old.get("setup", {}).items() if k != "eval_videos_per_model"}
-    if old_setup != setup_of(args):
-        changed = sorted(k for k in set(old_setup) | set(setup_of(args)) if old_setup.get(k) != setup_of(args).get(k))
+    setup = setup_of(args)
+    if old_setup != setup:
+        changed = sorted(k for k in set(old_setup) | set(setup) if old_setup.get(k) != setup.get(k))
         print(f"==> {path}: made with another set-up ({', '.join(changed)}); nothing carried over", flush=True)
         return empty
     steps = {"main": args.steps, "main_at_ablation_steps": args.ablation_steps, **{a: args.ablation_steps for a in ABLATIONS}}

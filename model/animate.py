@@ -61,10 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from PIL import Image
 
+    from model.encoders import WeightsNotFoundError
     from model.pipeline import LivePhotoPipeline
     from model.video_io import export_video
-
-    from model.encoders import WeightsNotFoundError
 
     try:
         pipe = LivePhotoPipeline.from_pretrained(args.model, **sources_of(args).overrides())

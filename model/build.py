@@ -160,7 +160,7 @@ def build_base_unet(cfg: ModelConfig):
 def build_network(cfg: ModelConfig, image_dim: int | None = None) -> LivePhotoModel:
     """The LivePhoto network for ``cfg`` in eval mode (as diffusers' ``from_pretrained``; call
     ``.train()`` to train); trainable groups have ``requires_grad``, the rest is frozen."""
-    require_sources(cfg, ("unet", "motion_adapter", "scheduler", "vae", "text", "image_encoder"))
+    require_sources(cfg)
     dims = encoders.encoder_dims(cfg)
     unet = build_base_unet(cfg)
     if dims["text_dim"] != unet.config.cross_attention_dim:

@@ -20,10 +20,6 @@ from pathlib import Path
 from model.config import PACKAGE_PREFIX, ModelConfig
 from model.encoders import WeightsNotFoundError, resolve_source
 
-SOURCE_FIELDS = ("base_model", "motion_adapter", "image_encoder", "text_encoder", "local_files_only")
-"""The ModelConfig settings that say where pretrained weights come from; the same ``--model.<field>``
-flags in every job, ``python -m model.animate`` and ``python -m serve``."""
-
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
