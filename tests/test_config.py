@@ -47,6 +47,17 @@ def test_bad_values_name_the_field(key, value, message):
         load(PreprocessConfig, presets=PRESETS, preset="tiny", overrides={**REQUIRED, key: value})
 
 
+def test_elastic_training_needs_a_placement_strategy_that_can_shrink():
+    from training.config import PRESETS as TRAIN_PRESETS, TrainConfig
+
+    base = {"data.dir": "d", "output.dir": "o", "scaling.num_workers": 2, "scaling.min_workers": 1}
+    with pytest.raises(ConfigError, match=r"scaling\.placement_strategy: must be PACK or SPREAD when min_workers is set.*got STRICT_SPREAD"):
+        load(TrainConfig, presets=TRAIN_PRESETS, preset="tiny", overrides={**base, "scaling.placement_strategy": "STRICT_SPREAD"})
+    assert load(TrainConfig, presets=TRAIN_PRESETS, preset="tiny", overrides={**base, "scaling.placement_strategy": "SPREAD"}).scaling.min_workers == 1
+    # not elastic: every strategy is fine
+    load(TrainConfig, presets=TRAIN_PRESETS, preset="tiny", overrides={"data.dir": "d", "output.dir": "o", "scaling.placement_strategy": "STRICT_SPREAD"})
+
+
 def test_missing_required_and_unknown_preset():
     with pytest.raises(ConfigError, match=r"missing required setting\(s\) input\.csv, output\.dir"):
         load(PreprocessConfig, presets=PRESETS, preset="tiny")

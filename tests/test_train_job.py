@@ -167,8 +167,8 @@ def test_two_workers_on_a_two_node_cluster(first_run, tmp_path):
     assert len(lines) == 1, proc.stdout[-4000:]
     summary = json.loads(lines[0][len("SUMMARY "):])
     assert summary["step"] == 4
-    replicas = json.loads(MlflowClient(tracking_uri=summary["tracking_uri"]).get_run(summary["run_id"]).data.tags["replicas"])
-    assert sorted(r["rank"] for r in replicas) == [0, 1]
-    assert len({r["node"] for r in replicas}) == 2  # one worker per node
-    assert len({r["sha1"] for r in replicas}) == 1  # identical parameters on both ranks
-
+    tags = MlflowClient(tracking_uri=summary["tracking_uri"]).get_run(summary["run_id"]).data.tags
+    for replicas in (json.loads(tags["replicas"]), json.loads(tags["replicas.attempt_0"])):  # at the end, at the checkpoints
+        assert sorted(r["rank"] for r in replicas) == [0, 1]
+        assert len({r["node"] for r in replicas}) == 2  # one worker per node
+        assert len({r["sha1"] for r in replicas}) == 1  # identical parameters on both ranks

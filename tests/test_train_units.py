@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.dataset
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from common.config import load
 from model.build import build_livephoto
 from training.config import PRESETS, TrainConfig
-from training.data import collate, is_val
+from training.data import OpenedDataset, collate, is_val
 from training.loop import (
     EMA,
     CheckpointMismatchError,
@@ -124,26 +128,27 @@ def test_sample_references_come_from_latents_when_no_frames_are_stored(tmp_path)
     latents = [E.encode_latents(vae, E.frames_to_pixels(c)).half().numpy() for c in clips]
     spec = {"dtype": "float16", "shape": list(latents[0].shape)}
 
-    class Rows:  # the two Ray Dataset methods sample_references uses
-        def __init__(self, rows):
-            self.rows = rows
+    # three clips in two Parquet files; the last one is held out (its id hashes lowest), so it
+    # comes first, then the training clips in file order
+    ids = ["a", "b", "c"]
+    crc = {v: zlib.crc32(v.encode()) % 10_000 for v in ids}
+    while min(crc, key=crc.get) != ids[-1]:
+        ids[-1] += "x"
+        crc = {v: zlib.crc32(v.encode()) % 10_000 for v in ids}
+    fraction = (crc[ids[-1]] + 1) / 10_000
+    assert [is_val(v, fraction) for v in ids] == [False, False, True]
+    (tmp_path / "clips").mkdir()
+    for name, rows in (("part0", [0, 1]), ("part1", [2])):
+        table = pa.table({"videoid": [ids[k] for k in rows], "latents": [latents[k].tobytes() for k in rows]})
+        pq.write_table(table, tmp_path / "clips" / f"{name}.parquet")
+    data = OpenedDataset(train=None, val="held-out rows", info={"arrays": {"latents": spec}}, num_train=2, num_val=1,
+                         files=pyarrow.dataset.dataset(tmp_path / "clips", format="parquet"), val_fraction=fraction)
 
-        def select_columns(self, cols):
-            return Rows([{c: r[c] for c in cols} for r in self.rows])
-
-        def take(self, n):
-            return self.rows[:n]
-
-    class Data:
-        info = {"arrays": {"latents": spec}}
-        val = Rows([{"latents": z.tobytes()} for z in latents[:1]])
-        train = Rows([{"latents": z.tobytes()} for z in latents[1:]])
-
-    refs = sample_references(Data, 2)
+    refs = sample_references(data, 2)
     assert list(refs) == ["latents"] and len(refs["latents"]) == 2
-    assert sample_references(Data, 0) == {}
+    assert sample_references(data, 0) == {}
     components = type("C", (), {"vae": vae})()
     tracker = WorkerTracker({"tracking_uri": f"sqlite:///{tmp_path}/m.db", "run_id": "x", "sample_references": refs}, cfg, components, 0)
     assert [r.shape for r in tracker.refs] == [(32, 32, 3)] * 2
-    for ref, clip in zip(tracker.refs, clips[:2]):  # first frames, through fp16 latents
+    for ref, clip in zip(tracker.refs, [clips[2], clips[0]]):  # first frames, through fp16 latents
         assert np.abs(ref.astype(int) - clip[0].astype(int)).max() <= 1

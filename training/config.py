@@ -130,6 +130,11 @@ class ScalingSettings:
               f"must be in 1..num_workers ({self.num_workers}) or null, got {self.min_workers}")
         check(self.cpus_per_worker > 0, "cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
         check(self.max_failures >= -1, "max_failures", f"must be >= -1 (-1 = unlimited), got {self.max_failures}")
+        # Ray Train sizes an elastic group by the free CPUs/GPUs it sees, not by node count: a strict
+        # strategy can then ask for a group that never fits and retry forever (60 s per attempt).
+        check(self.min_workers is None or self.placement_strategy in ("PACK", "SPREAD"), "placement_strategy",
+              f"must be PACK or SPREAD when min_workers is set (elastic training sizes the group by free "
+              f"resources, which a {self.placement_strategy} group may never fit), got {self.placement_strategy}")
 
 
 @dataclass

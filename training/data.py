@@ -32,6 +32,8 @@ class OpenedDataset:
     info: dict[str, Any]
     num_train: int
     num_val: int
+    files: Any = None  # pyarrow.dataset.Dataset over the same Parquet files, for small reads on the driver
+    val_fraction: float = 0.0  # the split actually used (widened for a tiny dataset)
 
 
 def is_val(videoid: str, fraction: float) -> bool:
@@ -70,6 +72,7 @@ def open_dataset(cfg: DataConfig) -> OpenedDataset:
     """Lazy train / validation datasets of the clip rows, with a clear error for a bad folder."""
     import os
 
+    import pyarrow.dataset
     import ray
 
     if not os.path.isdir(cfg.dir):
@@ -82,7 +85,10 @@ def open_dataset(cfg: DataConfig) -> OpenedDataset:
     if not os.path.isdir(clips_dir) or not any(f.endswith(".parquet") for f in os.listdir(clips_dir)):
         raise DatasetError(f"data.dir: {cfg.dir} has no clips (clips/*.parquet); the preprocessing run produced none")
     ds = ray.data.read_parquet(clips_dir).randomize_block_order(seed=cfg.shuffle_seed)
-    ids = ray.data.read_parquet(clips_dir).select_columns(["videoid"]).to_pandas()["videoid"]
+    # the driver's own look at the rows (the split, sample references) reads Parquet directly:
+    # one column is a file read, not a Ray Data job
+    files = pyarrow.dataset.dataset(clips_dir, format="parquet")
+    ids = files.to_table(columns=["videoid"]).column("videoid").to_pandas()
     if len(ids) == 0:
         raise DatasetError(f"data.dir: {cfg.dir} holds 0 clips")
     fraction = cfg.val_fraction
@@ -96,7 +102,7 @@ def open_dataset(cfg: DataConfig) -> OpenedDataset:
     val = tagged.filter(lambda r: r["_val"]).drop_columns(["_val"]) if held.any() else None
     if (~held).sum() == 0:
         raise DatasetError(f"data.dir: every clip was held out for validation (val_fraction={cfg.val_fraction})")
-    return OpenedDataset(train, val, info, int((~held).sum()), int(held.sum()))
+    return OpenedDataset(train, val, info, int((~held).sum()), int(held.sum()), files, fraction)
 
 
 def collate(batch: dict[str, np.ndarray], arrays: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -393,17 +393,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if tracker is not None:
                 tracker.log(state, metrics, model, ema)
             save = state.step % cfg.checkpoint.every == 0 or state.step == cfg.train.steps
+            if save:  # a checkpoint is rank 0's weights: check that every rank holds the same
+                replicas = check_replicas(named, rank, world, state.step)
+                if tracker is not None:
+                    tracker.log_replicas(state, replicas)
             report(metrics, state, save, rank, model, optimizer, lr_scheduler, ema, cfg, config)
             if state.step >= cfg.train.steps:
                 break
         else:
             state.epoch += 1
             state.batch_in_epoch = 0
-    replicas = gather_replicas(named, rank, world)
-    if len({r["sha1"] for r in replicas}) > 1:
-        raise RuntimeError(f"trainable weights differ between ranks after step {state.step}: {replicas}")
+    replicas = check_replicas(named, rank, world, state.step)
     if tracker is not None:
         tracker.finish(state, model, ema, replicas)
+
+
+def check_replicas(named: list[tuple[str, torch.nn.Parameter]], rank: int, world: int, step: int) -> list[dict[str, Any]]:
+    """:func:`gather_replicas` (a collective: every rank calls it), raising if the ranks' weights differ."""
+    replicas = gather_replicas(named, rank, world)
+    if len({r["sha1"] for r in replicas}) > 1:
+        raise RuntimeError(f"trainable weights differ between ranks after step {step}: {replicas}")
+    return replicas
 
 
 def gather_replicas(named: list[tuple[str, torch.nn.Parameter]], rank: int, world: int) -> list[dict[str, Any]]:

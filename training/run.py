@@ -45,20 +45,28 @@ def sample_references(data: Any, count: int) -> dict[str, list]:
     """What the sample videos start from: the first frames of the first ``count`` validation clips
     (topped up with training clips), as ``{"frames": [...]}``; where the dataset stores latents
     but no frames (the sd15 preprocessing preset), their first-frame latents, ``{"latents": [...]}``,
-    which the worker decodes with its VAE. ``{}`` when ``count`` is 0."""
+    which the worker decodes with its VAE. ``{}`` when ``count`` is 0. Reads the Parquet files
+    directly (``data.files``), stopping once ``count`` validation clips are found."""
     import numpy as np
 
     from pipelines.schema import decode_array
+    from training.data import is_val
 
     column = "frames" if "frames" in data.info["arrays"] else "latents"
     if count == 0 or column not in data.info["arrays"]:
         return {}
-    rows = data.val.select_columns([column]).take(count) if data.val is not None else []
-    if len(rows) < count:
-        rows += data.train.select_columns([column]).take(count - len(rows))
+    val: list = []
+    train: list = []
+    for batch in data.files.to_batches(columns=["videoid", column], batch_size=64):
+        for videoid, cell in zip(batch.column("videoid").to_pylist(), batch.column(column).to_pylist()):
+            held = data.val is not None and is_val(videoid, data.val_fraction)
+            (val if held else train).append(cell)
+        del train[count:]
+        if len(val) >= count:
+            break
     spec = data.info["arrays"][column]
-    return {column: [np.asarray(decode_array(r[column], spec)[0], dtype=np.float32 if column == "latents" else np.uint8).tolist()
-                     for r in rows]}
+    return {column: [np.asarray(decode_array(cell, spec)[0], dtype=np.float32 if column == "latents" else np.uint8).tolist()
+                     for cell in (val + train)[:count]]}
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
@@ -78,12 +86,13 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.init_from is not None:
         check_model_config(cfg.init_from, cfg)
 
+    nodes = cluster_nodes()
     if cfg.check_resources:
         scaling = cfg.scaling
         check_fits(
             [Demand("the training workers (scaling.num_workers x scaling.cpus_per_worker, scaling.use_gpu)",
                     scaling.cpus_per_worker, 1.0 if scaling.use_gpu else 0.0, count=scaling.min_workers or scaling.num_workers)],
-            cluster_nodes(), "lower those settings, or run on a cluster that has them",
+            nodes, "lower those settings, or run on a cluster that has them",
         )
     require_sources(cfg.model)  # every pretrained part, here on the driver: workers would fail one by one
     data = open_dataset(cfg.data)
@@ -96,7 +105,12 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             f"{cfg.train.batch_size} need at least {needed}"
         )
 
-    if cfg.data.materialize:
+    if cfg.data.materialize and (len(nodes) > 1 or cfg.scaling.min_workers):
+        # blocks held by a node that dies go with it, and Ray does not always rebuild them: the
+        # restarted workers then wait on them for ever (measured: tests/two_node_train.py lose-node)
+        print("training: data.materialize is off on a multi-node or elastic run (a lost node would take its "
+              "blocks with it); every epoch re-reads the Parquet files", flush=True)
+    elif cfg.data.materialize:
         data.train = data.train.materialize()  # small datasets: epochs re-read the object store, not Parquet
 
     uri, run_id = start_run(cfg, out, run_id)

@@ -119,6 +119,13 @@ class WorkerTracker:
         model.train(was_training)
         return names
 
+    def log_replicas(self, state: Any, replicas: list[dict[str, Any]]) -> None:
+        """Tag ``replicas.attempt_<restarts>``: the ranks, nodes and weight digests of this attempt's
+        workers at its latest checkpoint (an elastic run shows each worker group it ran on)."""
+        import json
+
+        self.client.set_tag(self.run_id, f"replicas.attempt_{state.restarts}", json.dumps(replicas))
+
     def finish(self, state: Any, model: Any, ema: Any, replicas: list[dict[str, Any]]) -> None:
         """Save the final model (EMA weights when on) and log it; optionally register it."""
         import json
