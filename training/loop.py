@@ -321,6 +321,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     elif cfg.init_from:
         load_weights(cfg.init_from, model, ema, cfg)
 
+    replicas, checked_at = None, -1  # the ranks' weights, checked at each checkpoint (check_replicas)
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
     empty_prompt = encode_prompts(components.tokenizer, components.text_encoder, [""])
@@ -394,7 +395,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 tracker.log(state, metrics, model, ema)
             save = state.step % cfg.checkpoint.every == 0 or state.step == cfg.train.steps
             if save:  # a checkpoint is rank 0's weights: check that every rank holds the same
-                replicas = check_replicas(named, rank, world, state.step)
+                replicas, checked_at = check_replicas(named, rank, world, state.step), state.step
                 if tracker is not None:
                     tracker.log_replicas(state, replicas)
             report(metrics, state, save, rank, model, optimizer, lr_scheduler, ema, cfg, config)
@@ -403,7 +404,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else:
             state.epoch += 1
             state.batch_in_epoch = 0
-    replicas = check_replicas(named, rank, world, state.step)
+    if checked_at != state.step:  # the last step always saves, so this is only a run resumed at its end
+        replicas = check_replicas(named, rank, world, state.step)
     if tracker is not None:
         tracker.finish(state, model, ema, replicas)
 

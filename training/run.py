@@ -105,13 +105,13 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             f"{cfg.train.batch_size} need at least {needed}"
         )
 
-    if cfg.data.materialize and (len(nodes) > 1 or cfg.scaling.min_workers):
+    if cfg.data.materialize and len(nodes) == 1 and not cfg.scaling.min_workers:
+        data.train = data.train.materialize()  # small datasets: epochs re-read the object store, not Parquet
+    elif cfg.data.materialize:
         # blocks held by a node that dies go with it, and Ray does not always rebuild them: the
         # restarted workers then wait on them for ever (measured: tests/two_node_train.py lose-node)
         print("training: data.materialize is off on a multi-node or elastic run (a lost node would take its "
               "blocks with it); every epoch re-reads the Parquet files", flush=True)
-    elif cfg.data.materialize:
-        data.train = data.train.materialize()  # small datasets: epochs re-read the object store, not Parquet
 
     uri, run_id = start_run(cfg, out, run_id)
     config = {
