@@ -40,4 +40,16 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def real_time_guard():
+    """Keeps the session's processes off SCHED_FIFO (tests/real_time_guard.py says why)."""
+    from real_time_guard import RealTimeGuard
+
+    guard = RealTimeGuard().start()
+    yield guard
+    guard.stop()
+    if guard.reset:
+        print(f"\nreal-time guard: {guard.reset} SCHED_FIFO/RR thread(s) put back to SCHED_OTHER")
+
+
 from sample_fixtures import first_run, sample_dir  # noqa: E402,F401  (session fixtures)
