@@ -155,17 +155,22 @@ def test_killed_worker_restarts_from_the_last_checkpoint(first_run, tmp_path):
     assert [p.name for p in find_checkpoints(str(out))][-1] == "checkpoint_step_00000024"
 
 
+def run_two_node(data: Path, out: Path, *mode: str, timeout: int) -> tuple[str, dict]:
+    """Run tests/two_node_train.py in a subprocess (its own 2-node Cluster); return its stdout and summary."""
+    script = REPO / "tests" / "two_node_train.py"
+    proc = subprocess.run([sys.executable, str(script), str(data), str(out), *mode], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("SUMMARY ")]
+    assert len(lines) == 1, proc.stdout[-4000:]
+    return proc.stdout, json.loads(lines[0][len("SUMMARY "):])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(500)
 def test_two_workers_on_a_two_node_cluster(first_run, tmp_path):
     """DDP over gloo, one worker per node of a 2-node cluster (ray.cluster_utils.Cluster, in a subprocess)."""
     data, _ = first_run
-    script = REPO / "tests" / "two_node_train.py"
-    proc = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True, timeout=450)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("SUMMARY ")]
-    assert len(lines) == 1, proc.stdout[-4000:]
-    summary = json.loads(lines[0][len("SUMMARY "):])
+    out, summary = run_two_node(data, tmp_path / "run", timeout=450)
     assert summary["step"] == 4
     tags = MlflowClient(tracking_uri=summary["tracking_uri"]).get_run(summary["run_id"]).data.tags
     for replicas in (json.loads(tags["replicas"]), json.loads(tags["replicas.attempt_0"])):  # at the end, at the checkpoints
@@ -180,21 +185,9 @@ def test_a_lost_node_resumes_from_the_last_checkpoint(first_run, tmp_path):
     """Elastic DDP on two nodes; the worker node is removed after step 3 (the step-2 checkpoint exists).
     The run goes on with the head's worker alone, from that checkpoint, and ends at step 8."""
     data, _ = first_run
-    script = REPO / "tests" / "two_node_train.py"
-    proc = subprocess.Popen([sys.executable, str(script), str(data), str(tmp_path / "run"), "lose-node"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 640  # the session's real-time guard (conftest) keeps the run from livelocking
-    while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(1)
-    if proc.poll() is None:
-        proc.kill()  # the helper's cluster processes are its children; Cluster.shutdown did not run
-        for child in psutil.Process().children(recursive=True):
-            child.kill()
-    out = proc.communicate()[0]
-    assert proc.returncode == 0, out[-4000:]
+    out, summary = run_two_node(data, tmp_path / "run", "lose-node", timeout=640)
     removed = [int(line.split()[1]) for line in out.splitlines() if line.startswith("REMOVED ")]
     assert removed and removed[0] >= 3, out[-4000:]
-    summary = json.loads([line for line in out.splitlines() if line.startswith("SUMMARY ")][0][len("SUMMARY "):])
     assert summary["step"] == 8
     restarts = history(summary, "restarts")
     assert restarts[8] >= 1  # resumed at least once
