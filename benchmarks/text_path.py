@@ -5,13 +5,16 @@ in-memory pans, printing a table of the text path's health and of held-out direc
     python benchmarks/text_path.py --plain-sigmoid          # the paper's gate: watch it shut
     python benchmarks/text_path.py --condition oracle-all   # a fixed vector per direction in every token slot
     python benchmarks/text_path.py --condition oracle-one   # ... in one slot, the rest empty-caption tokens
+    python benchmarks/text_path.py --no-reference-skip      # the network without the reference skip
     python benchmarks/text_path.py --profile                # where a training step's time goes
 
 Data: ``--clips`` pans of the 8 training photos (``pipelines.sample_data``, image-space
 captions, 10 speeds of 0.4-2.0 px/frame at 32 px); evaluation: 2 views of each held-out photo
 (chelsea, coffee) x 4 directions at level 7, DDIM 10 steps, guidance 3, direction measured
 with the evaluation's Farneback metric. Columns: ``gap`` = |pred(condition) - pred(empty)| /
-|pred| at t = 0.9 T (``training.loop.text_path_stats``), ``weight`` = mean token weight.
+|pred| at t = 0.9 T (``training.loop.text_path_stats``), ``weight`` = mean token weight,
+``copy PSNR at T-1`` = the first frame of the network's one-step clean estimate from pure noise
+against the reference photo (``copy_psnr``: what the network copies before any sampler error).
 An oracle condition bypasses text on purpose: it is a diagnostic of the network, never a model.
 """
 
@@ -50,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--condition", choices=("minilm", "oracle-all", "oracle-one"), default="minilm")
     p.add_argument("--plain-sigmoid", action="store_true", help="the paper's un-normalised gate (model.reweight_normalize=false)")
+    p.add_argument("--no-reference-skip", action="store_true",
+                   help="the network without the mini preset's reference skip (model.reference_skip=false)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="profile a few training steps and exit")
     return p.parse_args(argv)
@@ -94,7 +99,7 @@ def oracle(directions, empty: torch.Tensor, mask: torch.Tensor, kind: str) -> tu
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = ModelConfig(**{**model_preset("mini"), "reweight_normalize": not args.plain_sigmoid})
+    cfg = ModelConfig(**{**model_preset("mini"), "reweight_normalize": not args.plain_sigmoid, "reference_skip": not args.no_reference_skip})
     size, frames = cfg.resolution, cfg.num_frames
     c = build_livephoto(cfg)
     model = c.model
@@ -146,8 +151,8 @@ def main(argv=None) -> int:
     pipe = LivePhotoPipeline.from_components(c)
     pipe.set_progress_bar_config(disable=True)
     views = evaluation_views(size)
-    print("| step | loss | s/step | gap | weight | direction acc. | first-frame PSNR |", flush=True)
-    print("| --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    print("| step | loss | s/step | gap | weight | direction acc. | first-frame PSNR | copy PSNR at T-1 |", flush=True)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     window, t_last = [], time.perf_counter()
     for step in range(1, args.steps + 1):
         window.append(train_step(step))
@@ -157,9 +162,10 @@ def main(argv=None) -> int:
             _, batch = batch_at(step)
             stats = text_path_stats(model, batch, sched, step_generator(0, step, 0, -1), **kwargs)
             acc, psnr = evaluate(pipe, views, args, empty) if step % args.eval_every == 0 else ("", "")
+            copy = copy_psnr(pipe, views, empty) if step % args.eval_every == 0 else ""
             model.train()
             print(f"| {step} | {np.mean(window):.4f} | {seconds:.2f} | {stats['text_cond_gap']:.4f} | "
-                  f"{stats.get('text_token_weight', float('nan')):.3f} | {acc} | {psnr} |", flush=True)
+                  f"{stats.get('text_token_weight', float('nan')):.3f} | {acc} | {psnr} | {copy} |", flush=True)
             window, t_last = [], time.perf_counter()
     return 0
 
@@ -194,9 +200,35 @@ def evaluate(pipe, views, args, empty) -> tuple[str, str]:
             pipe.encode_prompt = original
     videos = np.rint(videos * 255).astype(np.uint8)
     hits = [motion_stats(v, max_side=32, min_shift=0.1)["direction"] == w for v, w in zip(videos, wanted)]
-    psnr = [10 * np.log10(255.0**2 / max(float(np.mean((v[0].astype(float) - im.astype(float)) ** 2)), 1e-6))
-            for v, im in zip(videos, images)]
+    psnr = [psnr_db(v[0], im) for v, im in zip(videos, images)]
     return f"{np.mean(hits):.2f}", f"{np.mean(psnr):.1f}"
+
+
+@torch.no_grad()
+def copy_psnr(pipe, views, empty) -> str:
+    """First-frame PSNR of the network's one-step clean estimate at t = T-1 (pure noise under a
+    zero-terminal-SNR schedule), against the photo given as the reference: how well the network
+    copies the reference, before any sampler error (the sampled first frame can be no better)."""
+    images = np.stack([image for image, _ in views])
+    reference, tokens = pipe.encode_reference(images)
+    frames = pipe.config.num_frames
+    t = torch.tensor([pipe.scheduler.config.num_train_timesteps - 1])
+    alpha = pipe.scheduler.alphas_cumprod[t].to(reference.dtype)
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn((len(images), reference.shape[1], frames, *reference.shape[2:]), generator=g)
+    x_t = alpha.sqrt() * reference[:, :, None] + (1 - alpha).sqrt() * x_t
+    n = len(images)
+    out = pipe.model(x_t, t, reference_latents=reference, encoder_hidden_states=empty["embeddings"].float().expand(n, -1, -1),
+                     attention_mask=empty["attention_mask"].expand(n, -1), intensity=torch.full((n,), 7), image_tokens=tokens).sample
+    kind = pipe.scheduler.config.prediction_type
+    x0 = alpha.sqrt() * x_t - (1 - alpha).sqrt() * out if kind == "v_prediction" else (
+        out if kind == "sample" else (x_t - (1 - alpha).sqrt() * out) / alpha.sqrt().clamp(min=1e-4))
+    first = np.rint(pipe.decode(x0[:, :, :1])[:, 0].permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    return f"{np.mean([psnr_db(a, b) for a, b in zip(first, images)]):.1f}"
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    return 10 * np.log10(255.0**2 / max(float(np.mean((a.astype(float) - b.astype(float)) ** 2)), 1e-6))
 
 
 def profile(train_step) -> int:

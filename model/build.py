@@ -169,7 +169,8 @@ def build_network(cfg: ModelConfig, image_dim: int | None = None) -> LivePhotoMo
             f"cross-attention takes {unet.config.cross_attention_dim}; use a text encoder of that width "
             "(for SD 1.5: its own CLIP ViT-L/14, text_encoder=None)"
         )
-    return LivePhotoModel(cfg, unet, dims["image_dim"] if image_dim is None else image_dim).eval()
+    alphas = build_scheduler(cfg).alphas_cumprod if cfg.reference_skip else None
+    return LivePhotoModel(cfg, unet, dims["image_dim"] if image_dim is None else image_dim, alphas).eval()
 
 
 # --------------------------------------------------------------------------- scheduler

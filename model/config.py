@@ -90,6 +90,12 @@ class ModelConfig:
     reweight_normalize: bool = opt(
         True, "divide each caption's token weights by its largest one: the text can be re-weighted but never shut off"
     )
+    reference_skip: bool = opt(
+        False,
+        "not in the paper: the network denoises the clip's difference from the reference latent (noised input "
+        "minus the noised reference, prediction plus the reference's share), so 'every frame is the photo' is "
+        "free and the UNet learns only the motion; the same schedule and sampler (docs/MODEL.md)",
+    )
     intensity_levels: int = opt(10, "number of motion-intensity levels (1..N)")
     image_encoder_size: int = opt(224, "side of the square image given to the image encoder")
 
@@ -139,6 +145,7 @@ class ModelConfig:
             f"a package source is package:<module>/<folder>, got {self.text_encoder!r}",
         )
         check_choice(self.autoencoder, "autoencoder", AUTOENCODERS)
+        check(not self.reference_skip or self.use_reference_latent, "reference_skip", "needs use_reference_latent=true")
         check_choice(self.prediction_type, "prediction_type", ("epsilon", "v_prediction"))
         check(
             self.prediction_type == "epsilon" or self.base_model is None,
@@ -183,11 +190,11 @@ def model_preset(name: str) -> dict[str, Any]:
     presets = {
         "tiny": dict(resolution=64, num_frames=8, image_encoder_size=32),
         # LivePhoto-mini: trained from scratch on a CPU; the one pretrained part is the text
-        # encoder (all-MiniLM-L6-v2, shipped in a PyPI wheel); pixel space, v-prediction and a
-        # zero-terminal-SNR schedule with trailing timesteps (docs/MODEL.md says why).
+        # encoder (all-MiniLM-L6-v2, shipped in a PyPI wheel); pixel space, v-prediction, a
+        # zero-terminal-SNR schedule with trailing timesteps and the reference skip (docs/MODEL.md says why).
         "mini": dict(
             resolution=32, num_frames=8, image_encoder_size=32, autoencoder="pixel", pixel_patch=2,
-            prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
+            prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing", reference_skip=True,
             text_encoder=MINILM, text_max_length=32, tiny_block_out_channels=(32, 64, 64), tiny_attention_head_dim=2,
         ),
         "sd15": dict(

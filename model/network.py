@@ -229,11 +229,15 @@ class LivePhotoModel(nn.Module):
     base 4-channel ``UNetMotionModel`` and attaches the new parts per ``cfg.use_*``.
     """
 
-    def __init__(self, cfg: ModelConfig, unet: nn.Module, image_dim: int):
+    def __init__(self, cfg: ModelConfig, unet: nn.Module, image_dim: int, alphas_cumprod: torch.Tensor | None = None):
         super().__init__()
         self.cfg = cfg
         self.image_dim = image_dim
         self.unet = unet
+        if cfg.reference_skip and alphas_cumprod is None:
+            raise ValueError("reference_skip: needs the noise schedule's alphas_cumprod")
+        # the training / sampling schedule (not a weight: rebuilt from the config, never saved)
+        self.register_buffer("alphas_cumprod", None if alphas_cumprod is None else alphas_cumprod.float(), persistent=False)
         text_dim = unet.config.cross_attention_dim
         tokens = cfg.text_max_length
         with seeded(cfg.seed + SEED_OFFSETS["livephoto"]):
@@ -342,7 +346,8 @@ class LivePhotoModel(nn.Module):
             context = torch.cat([context, self.content_proj(image_tokens.to(context.dtype))], dim=1)
 
         # 3. the 10-channel input: noised latent | reference latent | frame map | intensity map
-        channels = [sample]
+        skip = self._reference_skip(sample, timestep, reference_latents) if cfg.reference_skip else None
+        channels = [sample if skip is None else sample - skip[0]]
         if cfg.use_reference_latent:
             if reference_latents is None:
                 raise ValueError("reference_latents: required when use_reference_latent is on")
@@ -362,9 +367,30 @@ class LivePhotoModel(nn.Module):
         if attention_mask is not None:
             kwargs = {"text_mask": repeat(attention_mask.to(sample.device) > 0, "b n -> (b f) n", f=frames)}
         out = self.unet(unet_input, timestep, encoder_hidden_states=context, cross_attention_kwargs=kwargs).sample
+        if skip is not None:
+            out = out + skip[1]
         if not return_dict:
             return out, weights
         return LivePhotoOutput(sample=out, token_weights=weights)
+
+    def _reference_skip(self, sample, timestep, reference_latents) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cfg.reference_skip``: (what to subtract from the noised input, what to add to the output).
+
+        With x_t = a x_0 + s eps (a = sqrt(alpha_bar_t), s = sqrt(1 - alpha_bar_t)) and the
+        residual r = x_0 - ref broadcast over frames, x_t - a ref = a r + s eps is the residual
+        noised with the same eps, so the UNet predicts the residual's target and the reference's
+        share is added back exactly: epsilon is unchanged (+0), v = v_r - s ref, x_0 = r_0 + ref.
+        A frame equal to the photo is residual 0: nothing the UNet must reproduce.
+        """
+        if reference_latents is None:
+            raise ValueError("reference_latents: required when use_reference_latent is on")
+        frames = sample.shape[2]
+        t = torch.as_tensor(timestep, device=self.alphas_cumprod.device).reshape(-1).long().expand(sample.shape[0])
+        alpha_bar = self.alphas_cumprod[t].to(sample.device, torch.float32).view(-1, 1, 1, 1, 1)
+        ref = repeat(reference_latents.float(), "b c h w -> b c f h w", f=frames)
+        kind = self.cfg.prediction_type
+        out = {"epsilon": 0.0 * ref, "v_prediction": -(1 - alpha_bar).sqrt() * ref, "sample": ref}[kind]
+        return (alpha_bar.sqrt() * ref).to(sample.dtype), out.to(sample.dtype)
 
     # ------------------------------------------------------------------ training helpers
 

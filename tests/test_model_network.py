@@ -347,3 +347,64 @@ def test_base_group_trains_the_sd_blocks_and_round_trips():
     assert torch.equal(other.state_dict()["unet.conv_out.weight"], state["unet.conv_out.weight"])
     with pytest.raises(ValueError, match="trainable: unknown group\\(s\\) everything"):
         model.set_trainable(["everything"])
+
+
+# --------------------------------------------------------------------------- reference skip (cfg.reference_skip)
+
+
+def skip_cfg(**overrides) -> ModelConfig:
+    return tiny_cfg(reference_skip=True, prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                    timestep_spacing="trailing", **overrides)
+
+
+def test_reference_skip_makes_the_photo_the_free_answer():
+    """With the UNet's output at zero, the clean estimate from pure noise (t = T-1, zero terminal
+    SNR) is the reference in every frame; without the skip it is zero, not the photo."""
+    estimates = {}
+    for skip in (True, False):
+        cfg = skip_cfg() if skip else dataclasses.replace(skip_cfg(), reference_skip=False)
+        model = build.build_network(cfg)
+        with torch.no_grad():
+            model.unet.conv_out.weight.zero_()
+            model.unet.conv_out.bias.zero_()
+        inputs = make_inputs(cfg)
+        t = build.build_scheduler(cfg).config.num_train_timesteps - 1
+        inputs["timestep"] = torch.tensor([t, t])
+        with torch.no_grad():
+            v = model(**inputs).sample
+        alpha_bar = build.build_scheduler(cfg).alphas_cumprod[t]
+        assert alpha_bar == 0  # zero terminal SNR: x_T is pure noise
+        estimates[skip] = alpha_bar.sqrt() * inputs["sample"] - (1 - alpha_bar).sqrt() * v  # x0 from v
+        reference = inputs["reference_latents"][:, :, None].expand_as(v)
+    torch.testing.assert_close(estimates[True], reference)
+    assert estimates[False].abs().max() == 0
+
+
+def test_reference_skip_is_the_residual_reparametrisation():
+    """The skip network at x_t equals the same UNet fed the noised residual x_t - a*ref, plus the
+    reference's share of the target (-s*ref for v): checked against a network without the skip
+    holding the same weights, at two timesteps of the schedule."""
+    cfg = skip_cfg()
+    model = perturbed(build.build_network(cfg)).eval()
+    plain = build.build_network(dataclasses.replace(cfg, reference_skip=False)).eval()
+    plain.load_state_dict(model.state_dict())
+    inputs = make_inputs(cfg)
+    ab = build.build_scheduler(cfg).alphas_cumprod[inputs["timestep"]].view(-1, 1, 1, 1, 1)
+    ref = inputs["reference_latents"][:, :, None].expand_as(inputs["sample"])
+    with torch.no_grad():
+        got = model(**inputs).sample
+        want = plain(**{**inputs, "sample": inputs["sample"] - ab.sqrt() * ref}).sample - (1 - ab).sqrt() * ref
+    torch.testing.assert_close(got, want)
+    assert "alphas_cumprod" not in model.state_dict()  # the schedule comes from the config, not the weights
+
+
+def test_reference_skip_round_trips_and_needs_the_reference(tmp_path):
+    model = perturbed(build.build_network(skip_cfg())).eval()
+    model.save_pretrained(tmp_path)
+    loaded = LivePhotoModel.from_pretrained(tmp_path).eval()
+    assert loaded.cfg.reference_skip
+    inputs = make_inputs(loaded.cfg)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).sample, loaded(**inputs).sample)
+    with pytest.raises(ValueError, match="reference_skip: needs use_reference_latent"):
+        skip_cfg(use_reference_latent=False)
