@@ -88,7 +88,8 @@ class LivePhotoPipeline:
     def from_pretrained(cls, source: str | Path = "tiny", **overrides) -> "LivePhotoPipeline":
         """A shipped model (``mini``: the trained LivePhoto-mini in ``models/``), a preset built
         with fresh weights (``tiny`` random, ``sd15`` from the pretrained SD 1.5 parts, its
-        LivePhoto parts untrained) or a ``save_pretrained`` folder; ``overrides`` set ModelConfig fields."""
+        LivePhoto parts untrained), a ``save_pretrained`` folder or an MLflow model folder around one
+        (``model.mlflow_model``); ``overrides`` set ModelConfig fields."""
         name = str(source)
         if not Path(source).exists():
             if name in SHIPPED_MODELS:
@@ -97,7 +98,9 @@ class LivePhotoPipeline:
                 if name not in UNTRAINED_OK:
                     warnings.warn(UNTRAINED_WARNING.format(name=name), UserWarning, stacklevel=2)
                 return cls.from_components(build_livephoto(ModelConfig(**{**model_preset(name), **overrides})))
-        return cls.from_components(load_components(source, **overrides))
+        from model.mlflow_model import pipeline_dir  # an MLflow model folder holds the pipeline as an artifact
+
+        return cls.from_components(load_components(pipeline_dir(source), **overrides))
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Network + scheduler + seed-built encoders; layout in :mod:`model.build`."""

@@ -67,13 +67,14 @@ def load_pipeline(source: str, tracking_uri: str | None = None, overrides: dict[
     (``trainable.safetensors`` + ``state.json``), or an MLflow URI of either; ``overrides``
     (ModelSources fields) say where its pretrained parts come from on this machine."""
     from model.encoders import WeightsNotFoundError
+    from model.mlflow_model import pipeline_dir
     from model.pipeline import LivePhotoPipeline
 
     overrides = overrides or {}
     if model_kind(source) == "preset":
         return LivePhotoPipeline.from_pretrained(source, **overrides)
     with tempfile.TemporaryDirectory(prefix="livephoto-model-") as tmp:
-        directory = resolve_model_dir(source, tracking_uri, download_dir=tmp)
+        directory = pipeline_dir(resolve_model_dir(source, tracking_uri, download_dir=tmp))  # MLflow model -> its folder
         if (directory / CHECKPOINT_STATE).is_file() and (directory / CHECKPOINT_WEIGHTS).is_file():
             return _load_checkpoint(directory, overrides)
         try:

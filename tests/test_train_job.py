@@ -54,7 +54,13 @@ def test_loss_falls_and_the_run_is_tracked(first_run, tmp_path):
     assert sorted(history(summary, "val_loss")) == [15, 30]
     samples = [a.path for a in client.list_artifacts(summary["run_id"], "samples/step_00000015")]
     assert len(samples) == 4 and all(p.endswith(".gif") for p in samples)  # 2 images x 2 prompts
-    assert any(a.path == "final_model/config.json" for a in client.list_artifacts(summary["run_id"], "final_model"))
+    # the final model is logged as an MLflow python_function model around the save_pretrained folder
+    logged = {a.path for a in client.list_artifacts(summary["run_id"], "final_model")}
+    assert {"final_model/MLmodel", "final_model/artifacts"} <= logged
+    import mlflow.pyfunc
+
+    pyfunc = mlflow.pyfunc.load_model(f"{mlrun.info.artifact_uri}/final_model")
+    assert pyfunc.metadata.get_input_schema().input_names() == ["image", "prompt", "intensity"]
     # the final model loads through the model's own loader and animates
     from model.pipeline import LivePhotoPipeline
 

@@ -142,7 +142,7 @@ class MlflowSettings:
     tracking_uri: str | None = opt(None, "MLflow tracking URI; None = sqlite:///<output.dir>/mlflow.db")
     experiment: str = opt("livephoto", "MLflow experiment name")
     run_name: str | None = opt(None, "MLflow run name (default: the output folder's name)")
-    log_model: bool = opt(True, "log the final model folder as an artifact")
+    log_model: bool = opt(True, "log the final model as an MLflow python_function model (artifact final_model: MLmodel + the folder)")
     register_as: str | None = opt(None, "also register the final model under this name in the model registry")
 
 

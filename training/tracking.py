@@ -142,8 +142,12 @@ class WorkerTracker:
         save_components(self.components, final)
         self.client.set_tag(self.run_id, "final_model", str(final))
         self.client.log_metric(self.run_id, "final_step", state.step, step=state.step)
-        if self.cfg.mlflow.log_model:
-            self.client.log_artifacts(self.run_id, str(final), artifact_path="final_model")
+        if self.cfg.mlflow.log_model:  # an MLflow python_function model around the folder (model/mlflow_model.py)
+            from model.mlflow_model import save_mlflow_model
+
+            with tempfile.TemporaryDirectory(prefix="livephoto-mlflow-") as tmp:
+                logged = save_mlflow_model(final, Path(tmp) / "final_model")
+                self.client.log_artifacts(self.run_id, str(logged), artifact_path="final_model")
             if self.cfg.mlflow.register_as:
                 run = self.client.get_run(self.run_id)
                 source = f"{run.info.artifact_uri}/final_model"
