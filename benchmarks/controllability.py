@@ -39,6 +39,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -469,7 +470,7 @@ def write_results(args, results_dir: Path, out: Path, evaluations: dict, timings
     """docs/results.json (machine-readable) and docs/RESULTS.md (tables + GIFs), from the evaluations so far
     and the models ``carried`` over from an earlier invocation."""
     if command is None:
-        command = "python benchmarks/controllability.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "make bench-control"
+        command = "python benchmarks/controllability.py " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "make bench-control"
     carried = carried or {"models": {}, "samples": [], "stage_minutes": {}}
     date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results_dir.mkdir(parents=True, exist_ok=True)
