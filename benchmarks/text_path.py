@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.metrics import motion_stats  # noqa: E402
+from evaluation.metrics import motion_stats, psnr  # noqa: E402
 from model import encoders as E  # noqa: E402
 from model.build import build_livephoto  # noqa: E402
 from model.config import ModelConfig, model_preset  # noqa: E402
@@ -200,8 +200,8 @@ def evaluate(pipe, views, args, empty) -> tuple[str, str]:
             pipe.encode_prompt = original
     videos = np.rint(videos * 255).astype(np.uint8)
     hits = [motion_stats(v, max_side=32, min_shift=0.1)["direction"] == w for v, w in zip(videos, wanted)]
-    psnr = [psnr_db(v[0], im) for v, im in zip(videos, images)]
-    return f"{np.mean(hits):.2f}", f"{np.mean(psnr):.1f}"
+    first = [psnr(v[0], im) for v, im in zip(videos, images)]
+    return f"{np.mean(hits):.2f}", f"{np.mean(first):.1f}"
 
 
 @torch.no_grad()
@@ -220,15 +220,9 @@ def copy_psnr(pipe, views, empty) -> str:
     n = len(images)
     out = pipe.model(x_t, t, reference_latents=reference, encoder_hidden_states=empty["embeddings"].float().expand(n, -1, -1),
                      attention_mask=empty["attention_mask"].expand(n, -1), intensity=torch.full((n,), 7), image_tokens=tokens).sample
-    kind = pipe.scheduler.config.prediction_type
-    x0 = alpha.sqrt() * x_t - (1 - alpha).sqrt() * out if kind == "v_prediction" else (
-        out if kind == "sample" else (x_t - (1 - alpha).sqrt() * out) / alpha.sqrt().clamp(min=1e-4))
+    x0 = alpha.sqrt() * x_t - (1 - alpha).sqrt() * out  # the mini preset predicts v
     first = np.rint(pipe.decode(x0[:, :, :1])[:, 0].permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
-    return f"{np.mean([psnr_db(a, b) for a, b in zip(first, images)]):.1f}"
-
-
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    return 10 * np.log10(255.0**2 / max(float(np.mean((a.astype(float) - b.astype(float)) ** 2)), 1e-6))
+    return f"{np.mean([psnr(a, b) for a, b in zip(first, images)]):.1f}"
 
 
 def profile(train_step) -> int:

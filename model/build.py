@@ -34,6 +34,8 @@ from model.network import LivePhotoModel
 from model.sources import require_sources
 
 CONFIG_NAME = "config.json"
+MLFLOW_ARTIFACT = "pipeline"
+"""Name of the ``save_pretrained`` folder among an MLflow model's artifacts (``model.mlflow_model``)."""
 WEIGHTS_NAME = "livephoto.safetensors"
 FORMAT = "livephoto-1"
 
@@ -307,6 +309,14 @@ def read_config(directory: str | Path, **overrides) -> tuple[ModelConfig, dict[s
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
     return from_dict(ModelConfig, {**meta["model"], **overrides}), meta
+
+
+def pipeline_dir(directory: str | Path) -> Path:
+    """The ``save_pretrained`` folder inside an MLflow model folder (``MLmodel`` +
+    ``artifacts/pipeline/``, written by ``model.mlflow_model``), else ``directory`` itself."""
+    directory = Path(directory)
+    inner = directory / "artifacts" / MLFLOW_ARTIFACT
+    return inner if (directory / "MLmodel").is_file() and inner.is_dir() else directory
 
 
 def load_network(directory: str | Path, **overrides) -> LivePhotoModel:

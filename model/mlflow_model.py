@@ -10,7 +10,7 @@
 ``save_pretrained`` folder as its artifact ``pipeline`` and this package's ``model/`` and
 ``common/`` code, so it loads without this repository checked out; its pip requirements are the
 versions installed when it was saved. Training logs every final model this way
-(``training.tracking``), and Serve loads these folders too (``pipeline_dir``).
+(``training.tracking``), and Serve loads these folders too (``model.build.pipeline_dir``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-ARTIFACT = "pipeline"
-"""Name of the ``save_pretrained`` folder among the MLflow model's artifacts."""
-MLMODEL = "MLmodel"
+from model.build import MLFLOW_ARTIFACT as ARTIFACT
+from model.build import read_config
+
 VIDEO_FORMATS = ("gif", "mp4")
 REQUIREMENTS = ("torch", "diffusers", "transformers", "safetensors", "einops", "numpy", "pillow", "av", "tqdm", "mlflow", "pandas")
 PACKAGES = ("model", "common")
@@ -70,8 +70,6 @@ def save_mlflow_model(pipeline_dir: str | Path, path: str | Path) -> Path:
     """Write an MLflow model folder at ``path`` around the ``save_pretrained`` folder ``pipeline_dir``."""
     import mlflow.pyfunc
 
-    from model.build import read_config
-
     cfg, _ = read_config(pipeline_dir)
     root = Path(__file__).resolve().parents[1]
     mlflow.pyfunc.save_model(
@@ -83,14 +81,6 @@ def save_mlflow_model(pipeline_dir: str | Path, path: str | Path) -> Path:
         pip_requirements=_requirements(cfg.text_encoder),
     )
     return Path(path)
-
-
-def pipeline_dir(directory: str | Path) -> Path:
-    """The ``save_pretrained`` folder of an MLflow model folder written by :func:`save_mlflow_model`
-    (``directory`` itself when it is no MLflow model)."""
-    directory = Path(directory)
-    inner = directory / "artifacts" / ARTIFACT
-    return inner if (directory / MLMODEL).is_file() and inner.is_dir() else directory
 
 
 def decode_image(value: Any, row: int):
@@ -134,11 +124,12 @@ class LivePhotoPythonModel(PythonModel):
         self.pipe = LivePhotoPipeline.from_pretrained(context.artifacts[ARTIFACT])
         self.pipe.to("cuda" if torch.cuda.is_available() else "cpu")
         self.pipe.set_progress_bar_config(disable=True)
+        self.defaults = {p.name: p.default for p in signature(self.pipe.config.num_frames).params}
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         import pandas as pd
 
-        params = {**{p.name: p.default for p in signature(self.pipe.config.num_frames).params}, **(params or {})}
+        params = {**self.defaults, **(params or {})}
         if params["format"] not in VIDEO_FORMATS:
             raise ValueError(f"format: got {params['format']!r}, allowed: {', '.join(VIDEO_FORMATS)}")
         frame = pd.DataFrame(model_input)

@@ -379,7 +379,7 @@ class LivePhotoModel(nn.Module):
         With x_t = a x_0 + s eps (a = sqrt(alpha_bar_t), s = sqrt(1 - alpha_bar_t)) and the
         residual r = x_0 - ref broadcast over frames, x_t - a ref = a r + s eps is the residual
         noised with the same eps, so the UNet predicts the residual's target and the reference's
-        share is added back exactly: epsilon is unchanged (+0), v = v_r - s ref, x_0 = r_0 + ref.
+        share is added back exactly: epsilon is unchanged (+0), v = v_r - s ref.
         A frame equal to the photo is residual 0: nothing the UNet must reproduce.
         """
         if reference_latents is None:
@@ -388,8 +388,7 @@ class LivePhotoModel(nn.Module):
         t = torch.as_tensor(timestep, device=self.alphas_cumprod.device).reshape(-1).long().expand(sample.shape[0])
         alpha_bar = self.alphas_cumprod[t].to(sample.device, torch.float32).view(-1, 1, 1, 1, 1)
         ref = repeat(reference_latents.float(), "b c h w -> b c f h w", f=frames)
-        kind = self.cfg.prediction_type
-        out = {"epsilon": 0.0 * ref, "v_prediction": -(1 - alpha_bar).sqrt() * ref, "sample": ref}[kind]
+        out = -(1 - alpha_bar).sqrt() * ref if self.cfg.prediction_type == "v_prediction" else torch.zeros_like(ref)
         return (alpha_bar.sqrt() * ref).to(sample.dtype), out.to(sample.dtype)
 
     # ------------------------------------------------------------------ training helpers

@@ -23,7 +23,7 @@ from einops import rearrange, repeat
 from tqdm.auto import tqdm
 
 from model import encoders
-from model.build import LivePhotoComponents, build_livephoto, load_components, save_components
+from model.build import LivePhotoComponents, build_livephoto, load_components, pipeline_dir, save_components
 from model.config import MODEL_PRESETS, SHIPPED_MODELS, ModelConfig, model_preset, shipped_model_dir
 from model.image import center_crop_resize, to_rgb
 from model.network import LivePhotoModel
@@ -98,9 +98,7 @@ class LivePhotoPipeline:
                 if name not in UNTRAINED_OK:
                     warnings.warn(UNTRAINED_WARNING.format(name=name), UserWarning, stacklevel=2)
                 return cls.from_components(build_livephoto(ModelConfig(**{**model_preset(name), **overrides})))
-        from model.mlflow_model import pipeline_dir  # an MLflow model folder holds the pipeline as an artifact
-
-        return cls.from_components(load_components(pipeline_dir(source), **overrides))
+        return cls.from_components(load_components(pipeline_dir(source), **overrides))  # an MLflow model: the folder inside
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Network + scheduler + seed-built encoders; layout in :mod:`model.build`."""

@@ -67,7 +67,7 @@ def load_pipeline(source: str, tracking_uri: str | None = None, overrides: dict[
     (``trainable.safetensors`` + ``state.json``), or an MLflow URI of either; ``overrides``
     (ModelSources fields) say where its pretrained parts come from on this machine."""
     from model.encoders import WeightsNotFoundError
-    from model.mlflow_model import pipeline_dir
+    from model.build import pipeline_dir
     from model.pipeline import LivePhotoPipeline
 
     overrides = overrides or {}

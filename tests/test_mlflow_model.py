@@ -20,7 +20,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from model.mlflow_model import encode_video, pipeline_dir, save_mlflow_model
+from model.build import pipeline_dir
+from model.mlflow_model import encode_video, save_mlflow_model
 from model.pipeline import LivePhotoPipeline
 from model.video_io import read_video
 
