@@ -92,6 +92,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         check_choice(value, name, args)
         return value
     if origin in (list, tuple):
+        if isinstance(value, str) and origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] is str:
+            value = [value]  # a lone string where a list of strings goes (``--model.lora style.safetensors``)
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name}: expected a list, got {value!r}")
         if origin is tuple and len(args) == 2 and args[1] is Ellipsis:

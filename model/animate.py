@@ -53,7 +53,13 @@ def _bool(text: str) -> bool:
 
 
 def sources_of(args: argparse.Namespace) -> ModelSources:
-    return ModelSources(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ModelSources)})
+    from common.config import parse_value
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelSources)}
+    if values["lora"] is not None:  # one path, or a YAML list: '[a.safetensors, b.safetensors:0.5]'
+        lora = parse_value(values["lora"])
+        values["lora"] = tuple(lora) if isinstance(lora, list) else (values["lora"],)
+    return ModelSources(**values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

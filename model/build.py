@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from common.config import from_dict, to_dict
 from model import encoders
 from model.config import ModelConfig
 from model.encoders import SEED_OFFSETS, _how, frozen, load_pretrained, seeded
+from model.lora import fuse_loras
 from model.network import LivePhotoModel
 from model.sources import require_sources
 
@@ -84,18 +85,20 @@ SD15_SCHEDULER_CONFIG: dict[str, Any] = dict(
 
 
 def build_unet2d(cfg: ModelConfig):
-    """SD 1.5's frozen ``UNet2DConditionModel`` from ``cfg.base_model``, or the tiny random one."""
+    """SD 1.5's frozen ``UNet2DConditionModel`` from ``cfg.base_model``, or the tiny random one,
+    with ``cfg.lora`` fused into it (model/lora.py)."""
     from diffusers import UNet2DConditionModel
 
     if cfg.base_model is not None:
-        return load_pretrained(
+        unet = load_pretrained(
             "SD 1.5 UNet", cfg.base_model, _how("base_model", cfg.base_model),
             UNet2DConditionModel.from_pretrained, subfolder="unet", local_files_only=cfg.local_files_only,
         )
+        return fuse_loras(unet, cfg, "unet")
     levels = len(cfg.tiny_block_out_channels)
     dims = encoders.encoder_dims(cfg)
     with seeded(cfg.seed + SEED_OFFSETS["unet"]):
-        return UNet2DConditionModel(
+        unet = UNet2DConditionModel(
             sample_size=cfg.resolution // dims["vae_factor"],
             in_channels=dims["latent_channels"],
             out_channels=dims["latent_channels"],
@@ -107,6 +110,7 @@ def build_unet2d(cfg: ModelConfig):
             cross_attention_dim=dims["text_dim"],
             attention_head_dim=cfg.tiny_attention_head_dim,
         )
+    return fuse_loras(unet, cfg, "unet")
 
 
 def fresh_motion_adapter(unet2d, max_seq_length: int, seed: int, heads: int = 8):
@@ -325,9 +329,12 @@ def load_network(directory: str | Path, **overrides) -> LivePhotoModel:
     from safetensors.torch import load_file
 
     cfg, meta = read_config(directory, **overrides)
-    model = build_network(cfg, meta["image_dim"])
+    full = meta["weights"] == "full"
+    # full weights already hold the fused LoRAs: build the random base without them (no LoRA file needed)
+    model = build_network(replace(cfg, lora=()) if full else cfg, meta["image_dim"])
+    model.cfg = cfg
     state = load_file(Path(directory) / WEIGHTS_NAME)
-    if meta["weights"] == "full":
+    if full:
         model.load_state_dict(state, strict=True)
     else:
         model.load_trainable_state_dict(state)

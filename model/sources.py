@@ -19,6 +19,7 @@ from pathlib import Path
 
 from model.config import PACKAGE_PREFIX, ModelConfig
 from model.encoders import WeightsNotFoundError, resolve_source
+from model.lora import LORA_WEIGHTS, lora_problem, parse_lora
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -115,6 +116,14 @@ def missing_sources(cfg: ModelConfig, which: tuple[str, ...] | None = None) -> l
             problem = _in_folder(folder, part) if folder.is_dir() else f"no folder {source!r} (and it is not a hub id)"
         if problem:
             found.append((part, source, problem))
+    if which is None or "unet" in which or "text" in which:
+        for i, entry in enumerate(cfg.lora):
+            source, _ = parse_lora(entry)
+            problem = lora_problem(source)
+            if problem is None and is_hub_id(source) and offline:
+                problem = _in_cache(source, Part("LoRA", "lora", "", ((LORA_WEIGHTS,),)))
+            if problem:
+                found.append((Part(f"LoRA {i}", "lora", "", ()), source, problem))
     return found
 
 

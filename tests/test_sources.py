@@ -4,30 +4,15 @@ reported at once, with its setting, the subfolder and advice that fits a folder 
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 import torch
 
 from model import build, encoders
-from model.config import ModelConfig, model_preset
 from model.sources import SourcesMissingError, is_hub_id, missing_sources, require_sources
 
-
-def _tiny(**overrides) -> ModelConfig:
-    return ModelConfig(**{**model_preset("tiny"), **overrides})
-
-
-def _clip_tokenizer_folder(folder):
-    """tokenizer/ as the SD 1.5 repository has it: vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json."""
-    vocab, merges = encoders._clip_bpe()
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
-    (folder / "special_tokens_map.json").write_text(json.dumps(special))
-    (folder / "tokenizer_config.json").write_text(json.dumps({**special, "model_max_length": 77, "tokenizer_class": "CLIPTokenizer"}))
+from hub_standins import sd15_folder, tiny
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +20,9 @@ def standins(tmp_path_factory):
     """``stable-diffusion-v1-5/`` (unet, vae, text_encoder, tokenizer, scheduler, model_index.json),
     ``animatediff-motion-adapter-v1-5-2/`` and ``dinov2-large/`` as their hub repositories lay them out."""
     root = tmp_path_factory.mktemp("hub")
-    cfg = _tiny()
-    sd = root / "stable-diffusion-v1-5"
-    unet2d = build.build_unet2d(_tiny(seed=7))  # not what a config without a base would build (seed 0)
-    unet2d.save_pretrained(sd / "unet")
-    encoders.load_vae(cfg).save_pretrained(sd / "vae")
-    encoders.load_text_encoder(cfg).save_pretrained(sd / "text_encoder")
-    _clip_tokenizer_folder(sd / "tokenizer")
-    build.build_scheduler(cfg).save_pretrained(sd / "scheduler")
-    (sd / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    cfg = tiny()
+    sd = sd15_folder(root / "stable-diffusion-v1-5")
+    unet2d = build.build_unet2d(tiny(seed=7))
     adapter = root / "animatediff-motion-adapter-v1-5-2"
     build.build_motion_adapter(cfg, unet2d).save_pretrained(adapter)
     dino = root / "dinov2-large"
@@ -52,17 +31,17 @@ def standins(tmp_path_factory):
 
 
 def test_standins_in_the_real_layouts_load(standins):
-    cfg = _tiny(**{k: str(v) for k, v in standins.items()}, local_files_only=True)
+    cfg = tiny(**{k: str(v) for k, v in standins.items()}, local_files_only=True)
     assert missing_sources(cfg) == []
     components = build.build_livephoto(cfg)
     # the saved UNet blocks are what the network runs on, exactly
-    saved = build.build_unet2d(_tiny(seed=7)).state_dict()
+    saved = build.build_unet2d(tiny(seed=7)).state_dict()
     loaded = components.model.unet.state_dict()
     shared = [k for k in saved if k in loaded and "conv_in" not in k]
     assert len(shared) > 0.8 * len(saved) and all(torch.equal(loaded[k], saved[k]) for k in shared)
     # the tokenizer read from vocab.json + merges.txt gives the real CLIP ids
     prompt = "the flag waves in the wind"
-    assert components.tokenizer(prompt).input_ids == encoders.build_tokenizer(_tiny())(prompt).input_ids
+    assert components.tokenizer(prompt).input_ids == encoders.build_tokenizer(tiny())(prompt).input_ids
 
 
 def test_every_missing_component_is_listed_at_once_with_its_subfolder(standins, tmp_path):
@@ -73,7 +52,7 @@ def test_every_missing_component_is_listed_at_once_with_its_subfolder(standins, 
     (broken["base_model"] / "tokenizer" / "merges.txt").unlink()
     for weights in broken["image_encoder"].glob("*.safetensors"):
         weights.unlink()
-    cfg = _tiny(**{k: str(v) for k, v in broken.items()}, local_files_only=True)
+    cfg = tiny(**{k: str(v) for k, v in broken.items()}, local_files_only=True)
     with pytest.raises(SourcesMissingError) as info:
         build.build_livephoto(cfg)
     text = str(info.value)
@@ -88,7 +67,7 @@ def test_every_missing_component_is_listed_at_once_with_its_subfolder(standins, 
 def test_a_hub_id_not_in_the_cache_while_offline_gets_hf_download_advice(standins, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache" / "hub"))
-    cfg = _tiny(base_model="stable-diffusion-v1-5/stable-diffusion-v1-5", motion_adapter=str(standins["motion_adapter"]),
+    cfg = tiny(base_model="stable-diffusion-v1-5/stable-diffusion-v1-5", motion_adapter=str(standins["motion_adapter"]),
                 local_files_only=True)
     with pytest.raises(SourcesMissingError) as info:
         require_sources(cfg)
@@ -99,13 +78,13 @@ def test_a_hub_id_not_in_the_cache_while_offline_gets_hf_download_advice(standin
     # with downloads on, an uncached hub id is left to from_pretrained (it downloads it)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    assert missing_sources(_tiny(base_model="stable-diffusion-v1-5/stable-diffusion-v1-5")) == []
+    assert missing_sources(tiny(base_model="stable-diffusion-v1-5/stable-diffusion-v1-5")) == []
 
 
 def test_a_missing_folder_is_not_called_a_hub_id(tmp_path):
     assert is_hub_id("guoyww/animatediff-motion-adapter-v1-5-2")
     assert not is_hub_id(str(tmp_path / "nope")) and not is_hub_id("./weights/sd15")
-    cfg = _tiny(motion_adapter=str(tmp_path / "nope"))
+    cfg = tiny(motion_adapter=str(tmp_path / "nope"))
     with pytest.raises(SourcesMissingError, match=r"no folder .*nope.* \(and it is not a hub id\)") as info:
         require_sources(cfg)
     assert "Folders: check the path" in str(info.value) and "hf download" not in str(info.value)
@@ -116,7 +95,7 @@ def test_preprocessing_checks_only_the_encoders_it_runs(standins, tmp_path):
     sd = tmp_path / "sd"
     shutil.copytree(standins["base_model"], sd)
     shutil.rmtree(sd / "unet")
-    cfg = _tiny(base_model=str(sd), local_files_only=True)
+    cfg = tiny(base_model=str(sd), local_files_only=True)
     assert encoders.encoder_dims(cfg)["text_dim"] == 32
     with pytest.raises(SourcesMissingError, match=r"SD 1.5 UNet .* has no unet/ folder"):
         build.build_livephoto(cfg)
@@ -133,7 +112,7 @@ def test_a_model_saved_with_a_local_base_loads_where_the_base_lives_elsewhere(st
 
     here = tmp_path / "here"
     shutil.copytree(standins["base_model"], here)
-    pipe = LivePhotoPipeline.from_components(build.build_livephoto(_tiny(base_model=str(here), local_files_only=True)))
+    pipe = LivePhotoPipeline.from_components(build.build_livephoto(tiny(base_model=str(here), local_files_only=True)))
     pipe.save_pretrained(tmp_path / "model")
     there = tmp_path / "there"
     here.rename(there)
@@ -183,7 +162,7 @@ def test_evaluate_takes_the_same_source_flags():
 def test_a_job_reports_missing_weights_in_its_message_not_a_traceback(tmp_path, capsys):
     from common.config import main_with_errors
 
-    cfg = _tiny(base_model=str(tmp_path / "sd15"), motion_adapter=str(tmp_path / "adapter"))
+    cfg = tiny(base_model=str(tmp_path / "sd15"), motion_adapter=str(tmp_path / "adapter"))
     assert main_with_errors(lambda argv: require_sources(cfg), []) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: cannot load 6 pretrained component(s):") and "--model.motion_adapter" in err
