@@ -32,6 +32,7 @@ from model.config import ModelConfig
 from model.encoders import SEED_OFFSETS, _how, frozen, load_pretrained, seeded
 from model.lora import fuse_loras
 from model.network import LivePhotoModel
+from model.single_file import base_configs, is_single_file, load_base_component, load_motion_adapter_file
 from model.sources import require_sources
 
 CONFIG_NAME = "config.json"
@@ -67,6 +68,12 @@ SD15_VAE_CONFIG: dict[str, Any] = dict(
     scaling_factor=0.18215,
 )
 
+SD15_TEXT_CONFIG: dict[str, Any] = dict(
+    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+    max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+)
+"""``text_encoder/config.json`` of SD 1.5 (CLIP ViT-L/14's text tower)."""
+
 SD15_SCHEDULER_CONFIG: dict[str, Any] = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
@@ -90,11 +97,7 @@ def build_unet2d(cfg: ModelConfig):
     from diffusers import UNet2DConditionModel
 
     if cfg.base_model is not None:
-        unet = load_pretrained(
-            "SD 1.5 UNet", cfg.base_model, _how("base_model", cfg.base_model),
-            UNet2DConditionModel.from_pretrained, subfolder="unet", local_files_only=cfg.local_files_only,
-        )
-        return fuse_loras(unet, cfg, "unet")
+        return fuse_loras(load_base_component("SD 1.5 UNet", cfg, UNet2DConditionModel, "unet"), cfg, "unet")
     levels = len(cfg.tiny_block_out_channels)
     dims = encoders.encoder_dims(cfg)
     with seeded(cfg.seed + SEED_OFFSETS["unet"]):
@@ -138,6 +141,11 @@ def build_motion_adapter(cfg: ModelConfig, unet2d):
     """AnimateDiff ``MotionAdapter`` from ``cfg.motion_adapter``, or fresh motion modules."""
     from diffusers import MotionAdapter
 
+    if is_single_file(cfg.motion_adapter):  # mm_sd_v15_v2.ckpt and the like
+        return load_pretrained(
+            "AnimateDiff motion adapter", cfg.motion_adapter, _how("motion_adapter", cfg.motion_adapter),
+            load_motion_adapter_file, norm_num_groups=unet2d.config.norm_num_groups, local_files_only=cfg.local_files_only,
+        )
     if cfg.motion_adapter is not None:
         return load_pretrained(
             "AnimateDiff motion adapter", cfg.motion_adapter, _how("motion_adapter", cfg.motion_adapter),
@@ -194,7 +202,7 @@ def build_scheduler(cfg: ModelConfig, config: dict[str, Any] | None = None):
         config = dict(config)
     elif cfg.base_model is not None:
         config = load_pretrained(
-            "scheduler config", cfg.base_model, _how("base_model", cfg.base_model),
+            "scheduler config", base_configs(cfg), _how("base_model", cfg.base_model),
             diffusers.DDIMScheduler.load_config, subfolder="scheduler", local_files_only=cfg.local_files_only,
         )
     else:
@@ -263,10 +271,7 @@ def build_sd15_architecture(cfg: ModelConfig | None = None) -> LivePhotoComponen
     with seeded(seed + SEED_OFFSETS["vae"]):
         vae = AutoencoderKL(**SD15_VAE_CONFIG)
     with seeded(seed + SEED_OFFSETS["text_encoder"]):
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-            max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
-        ))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))
     image_encoder = None
     if cfg.use_content_encoder:
         with seeded(seed + SEED_OFFSETS["image_encoder"]):

@@ -44,6 +44,7 @@ class ModelSources:
     ``--model.<field>`` flags as the training and preprocessing jobs."""
 
     base_model: str | None = opt(None, "SD 1.5 diffusers folder or hub id to load the frozen base from (None: as saved)")
+    base_config: str | None = opt(None, "configs for a single-file base_model: diffusers SD 1.5 folder or hub id (None: as saved)")
     motion_adapter: str | None = opt(None, "AnimateDiff MotionAdapter folder or hub id (None: as saved)")
     image_encoder: str | None = opt(None, "DINOv2 folder or hub id (None: as saved)")
     text_encoder: str | None = opt(None, "transformers text encoder folder, hub id or package:<module>/<folder> (None: as saved)")
@@ -60,9 +61,17 @@ class ModelConfig:
     """What the LivePhoto network is built from and which of its parts are on."""
 
     # --- where the pretrained parts come from (None: random weights at the tiny sizes)
-    base_model: str | None = opt(None, "SD 1.5 diffusers folder or hub id (unet, vae, text_encoder, tokenizer, scheduler); None = tiny random")
+    base_model: str | None = opt(
+        None, "SD 1.5 as a diffusers folder or hub id (unet, vae, text_encoder, tokenizer, scheduler), or a single "
+        ".safetensors/.ckpt checkpoint file (e.g. a civitai fine-tune); None = tiny random",
+    )
     motion_adapter: str | None = opt(None, "AnimateDiff MotionAdapter folder or hub id; None = fresh motion modules")
     image_encoder: str | None = opt(None, "DINOv2 folder or hub id for the content encoder; None = tiny random")
+    base_config: str | None = opt(
+        None, "when base_model is a single .safetensors/.ckpt file (original SD layout): the diffusers SD 1.5 folder "
+        "or hub id whose unet/vae/text_encoder/tokenizer/scheduler configs describe it (no weights are read); "
+        "None = SD 1.5's own configs, written from code (offline)",
+    )
     text_encoder: str | None = opt(
         None,
         "any transformers text encoder (folder, hub id, or package:<module>/<folder> inside an installed "

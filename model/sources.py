@@ -20,6 +20,7 @@ from pathlib import Path
 from model.config import PACKAGE_PREFIX, ModelConfig
 from model.encoders import WeightsNotFoundError, resolve_source
 from model.lora import LORA_WEIGHTS, lora_problem, parse_lora
+from model.single_file import is_single_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -35,6 +36,7 @@ class Part:
     subfolder: str
     files: tuple[tuple[str, ...], ...]
     weights: bool = True
+    file: bool = False  # the source is one checkpoint file (a single-file base or motion adapter)
 
 
 def parts_needed(cfg: ModelConfig, which: tuple[str, ...] | None = None) -> list[Part]:
@@ -43,18 +45,25 @@ def parts_needed(cfg: ModelConfig, which: tuple[str, ...] | None = None) -> list
     config = (("config.json",),)
     parts: dict[str, list[Part]] = {name: [] for name in ("unet", "vae", "text", "scheduler", "motion_adapter", "image_encoder")}
     if cfg.base_model is not None:
-        parts["unet"].append(Part("SD 1.5 UNet", "base_model", "unet", config))
-        parts["scheduler"].append(Part("scheduler config", "base_model", "scheduler", (("scheduler_config.json",),), weights=False))
-        if cfg.autoencoder == "vae":
-            parts["vae"].append(Part("VAE", "base_model", "vae", config))
-        if cfg.text_encoder is None:
-            parts["text"].append(Part("CLIP text encoder", "base_model", "text_encoder", config))
-            parts["text"].append(Part("CLIP tokenizer", "base_model", "tokenizer", (("vocab.json+merges.txt", "tokenizer.json"),),
-                                      weights=False))
+        # a single-file base: the file itself, and the configs (not weights) from base_config when one is given
+        single = is_single_file(cfg.base_model)
+        field, weights = ("base_config", False) if single else ("base_model", True)
+        if single:
+            parts["unet"].append(Part("SD 1.5 checkpoint", "base_model", "", (), weights=False, file=True))
+        if not single or cfg.base_config is not None:
+            parts["unet"].append(Part("SD 1.5 UNet", field, "unet", config, weights))
+            parts["scheduler"].append(Part("scheduler config", field, "scheduler", (("scheduler_config.json",),), weights=False))
+            if cfg.autoencoder == "vae":
+                parts["vae"].append(Part("VAE", field, "vae", config, weights))
+            if cfg.text_encoder is None:
+                parts["text"].append(Part("CLIP text encoder", field, "text_encoder", config, weights))
+                parts["text"].append(Part("CLIP tokenizer", field, "tokenizer", (("vocab.json+merges.txt", "tokenizer.json"),),
+                                          weights=False))
     if cfg.text_encoder is not None:
         parts["text"].append(Part("text encoder", "text_encoder", "", (("config.json",), ("tokenizer.json", "vocab.txt", "vocab.json"))))
     if cfg.motion_adapter is not None:
-        parts["motion_adapter"].append(Part("AnimateDiff motion adapter", "motion_adapter", "", config))
+        parts["motion_adapter"].append(Part("AnimateDiff motion adapter", "motion_adapter", "", config,
+                                            file=is_single_file(cfg.motion_adapter)))
     if cfg.image_encoder is not None and cfg.use_content_encoder:
         parts["image_encoder"].append(Part("DINOv2 image encoder", "image_encoder", "", config))
     return [p for name, group in parts.items() if which is None or name in which for p in group]
@@ -104,7 +113,9 @@ def missing_sources(cfg: ModelConfig, which: tuple[str, ...] | None = None) -> l
     offline = downloads_off(cfg)
     for part in parts_needed(cfg, which):
         source = getattr(cfg, part.field)
-        if source.startswith(PACKAGE_PREFIX):
+        if part.file:
+            problem = None if Path(source).expanduser().is_file() else f"no file {source!r}"
+        elif source.startswith(PACKAGE_PREFIX):
             try:
                 problem = _in_folder(Path(resolve_source(source, part.label)), part)
             except WeightsNotFoundError as exc:
@@ -137,7 +148,9 @@ class SourcesMissingError(WeightsNotFoundError):
         local = [source for _, source, _ in missing if not is_hub_id(source)]
         if local:
             lines.append("Folders: check the path and its layout (an SD 1.5 diffusers folder holds unet/, vae/, text_encoder/, "
-                         "tokenizer/, scheduler/; a motion adapter, DINOv2 or text encoder folder holds config.json and its weights).")
+                         "tokenizer/, scheduler/; a motion adapter, DINOv2 or text encoder folder holds config.json and its weights; "
+                         "a single-file SD 1.5 checkpoint is a .safetensors or .ckpt; a LoRA is a .safetensors file or a folder "
+                         "with pytorch_lora_weights.safetensors).")
         if hub:
             lines.append("Hub ids: download them once on a machine with internet ("
                          + "; ".join(f"`hf download {h}`" for h in hub)
