@@ -3,11 +3,12 @@
     python -m model.animate --model DIR|tiny|sd15 --image photo.jpg --prompt "the bear is dancing" \\
         --intensity 7 --seed 0 --out out.mp4
 
-``--model`` is a ``save_pretrained`` folder or a preset name; ``--model.base_model DIR`` (and
-``--model.motion_adapter``, ``--model.image_encoder``, ``--model.text_encoder``,
-``--model.local_files_only``, the jobs' flags) point its pretrained parts at folders on this
-machine. Writes an MP4 or GIF (by the suffix of ``--out``) and prints the path and the
-prompt's token weights.
+``--model`` is a ``save_pretrained`` folder or a preset name; ``--model.base_model DIR|FILE`` (and
+``--model.base_config``, ``--model.motion_adapter``, ``--model.image_encoder``,
+``--model.text_encoder``, ``--model.lora``, ``--model.local_files_only``, the jobs' flags) point
+its pretrained parts at folders or single-file checkpoints on this machine, or swap the LoRAs
+fused into its base. Writes an MP4 or GIF (by the suffix of ``--out``) and prints the path and
+the prompt's token weights.
 """
 
 from __future__ import annotations
