@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from diffusers.utils import BaseOutput
 from einops import rearrange, repeat
 from tqdm.auto import tqdm
 
@@ -37,16 +38,19 @@ UNTRAINED_WARNING = (
     "follow the intensity. Train it (jobs/train.py --preset {name}) and load the run's final_model, or use 'mini'."
 )
 DECODE_CHUNK = 16  # frames per VAE decode call
+CALLBACK_TENSORS = ("latents", "noise_pred")
+"""What ``callback_on_step_end`` may ask for (``callback_on_step_end_tensor_inputs``) and return."""
 
 
 @dataclass
-class LivePhotoPipelineOutput:
+class LivePhotoPipelineOutput(BaseOutput):
     """``frames``: "np" float (batch, frames, height, width, 3) in [0, 1]; "pt" float (batch, frames,
     3, height, width) in [0, 1]; "pil" a list (batch) of lists of PIL images; "latent" (batch, 4,
-    frames, h, w). ``token_weights``: (batch, 77) re-weighting of each prompt's tokens, or None."""
+    frames, h, w). ``token_weights``: (batch, 77) re-weighting of each prompt's tokens, or None.
+    A diffusers ``BaseOutput``: ``out.frames``, ``out["frames"]`` and ``out[0]`` are the same."""
 
     frames: Any
-    token_weights: torch.Tensor | None
+    token_weights: torch.Tensor | None = None
 
 
 def _as_list(value, name: str) -> list:
@@ -112,7 +116,10 @@ class LivePhotoPipeline:
     def config(self) -> ModelConfig:
         return self.model.cfg
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "LivePhotoPipeline":
+    def to(self, device: str | torch.device | torch.dtype | None = None, dtype: torch.dtype | None = None) -> "LivePhotoPipeline":
+        """``to("cuda")``, ``to(torch.bfloat16)`` or ``to("cuda", torch.float16)``, as a diffusers pipeline."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
         for module in (self.model, self.vae, self.text_encoder, self.image_encoder):
             if module is not None:
                 same = dtype is None or next(module.parameters(), torch.empty(0, dtype=dtype)).dtype == dtype
@@ -144,6 +151,8 @@ class LivePhotoPipeline:
         """Raise a short ValueError naming the first bad field."""
         levels = self.config.intensity_levels
         for prompt in prompts:
+            if prompt is None:  # prompt_embeds given instead
+                continue
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError(f"prompt: must be a non-empty string, got {prompt!r}")
         for level in intensities:
@@ -173,6 +182,22 @@ class LivePhotoPipeline:
         """CLIP embeddings (batch, 77, dim) in the model dtype and token mask (batch, 77)."""
         out = encoders.encode_prompts(self.tokenizer, self.text_encoder, prompts)
         return out["embeddings"].to(self.device, self.dtype), out["attention_mask"].to(self.device)
+
+    def given_embeddings(self, name: str, embeds: torch.Tensor, mask: torch.Tensor | None, batch: int):
+        """``prompt_embeds`` (batch or 1, tokens, dim) and its mask (default: every token counts),
+        checked against what the network attends to; returns them on the model's device and dtype."""
+        tokens, dim = self.config.text_max_length, self.model.unet.config.cross_attention_dim
+        if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or tuple(embeds.shape[1:]) != (tokens, dim):
+            shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise ValueError(f"{name}: must be a tensor (batch, {tokens}, {dim}) as encode_prompt returns, got {shape}")
+        if embeds.shape[0] not in (1, batch):
+            raise ValueError(f"{name}: batch {embeds.shape[0]} does not match the other inputs' {batch}")
+        if mask is None:
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+        if tuple(mask.shape) != tuple(embeds.shape[:2]):
+            raise ValueError(f"{name.replace('embeds', 'attention_mask')}: must be (batch, {tokens}), got {tuple(mask.shape)}")
+        expand = (batch // embeds.shape[0], 1, 1)
+        return embeds.repeat(*expand).to(self.device, self.dtype), mask.repeat(*expand[:2]).to(self.device)
 
     @torch.no_grad()
     def encode_reference(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -227,7 +252,7 @@ class LivePhotoPipeline:
     def __call__(
         self,
         image,
-        prompt: str | Sequence[str],
+        prompt: str | Sequence[str] | None = None,
         intensity: int | Sequence[int] = 5,
         negative_prompt: str | Sequence[str] | None = None,
         num_frames: int = 16,
@@ -240,7 +265,16 @@ class LivePhotoPipeline:
         prior_inversion: bool = True,
         prior_inversion_weights: tuple[float, float] | None = None,
         output_type: str = "np",
-    ) -> LivePhotoPipelineOutput:
+        num_videos_per_prompt: int = 1,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        eta: float = 0.0,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        return_dict: bool = True,
+    ) -> LivePhotoPipelineOutput | tuple:
         """Animate ``image`` following ``prompt``.
 
         ``image``, ``prompt``, ``intensity``, ``negative_prompt``, ``generator`` and ``seed``
@@ -249,12 +283,30 @@ class LivePhotoPipeline:
         (alpha over white), centre-cropped to square and resized to (height, width).
         ``prior_inversion_weights`` = (first frame, last frame) blend weights, default
         ``(cfg.prior_inversion_first, cfg.prior_inversion_last)``.
+
+        As in diffusers: ``num_videos_per_prompt`` videos per request (copy ``j`` of a request
+        with ``seed=s`` uses seed ``s + j``, so copy 0 is the single video; with a generator the
+        copies draw from it in turn); ``prompt_embeds`` / ``negative_prompt_embeds`` (batch,
+        tokens, dim) in place of the prompts (with optional ``*_attention_mask``, default all
+        ones); ``eta`` for DDIM; ``callback_on_step_end(pipe, i, t, tensors)`` after each step,
+        given the tensors named in ``callback_on_step_end_tensor_inputs`` (of
+        :data:`CALLBACK_TENSORS`) and returning a dict that may replace ``latents``;
+        ``return_dict=False`` returns a tuple ``(frames, token_weights)``.
         """
         cfg = self.config
 
         # 1. normalise the batch and check inputs
         if seed is not None and generator is not None:
             raise ValueError("seed: give seed or generator, not both")
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("prompt: give prompt or prompt_embeds, exactly one")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("negative_prompt: give negative_prompt or negative_prompt_embeds, not both")
+        if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+            raise ValueError(f"num_videos_per_prompt: must be an integer >= 1, got {num_videos_per_prompt!r}")
+        unknown = [name for name in callback_on_step_end_tensor_inputs if name not in CALLBACK_TENSORS]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: unknown {unknown}; allowed: {', '.join(CALLBACK_TENSORS)}")
         lists = {
             "image": _as_list(image, "image"),
             "prompt": _as_list(prompt, "prompt"),
@@ -263,17 +315,29 @@ class LivePhotoPipeline:
             "seed": _as_list(seed, "seed"),
             "generator": _as_list(generator, "generator"),
         }
-        batch = _broadcast(lists)
-        lists = {k: v * batch if len(v) == 1 else v for k, v in lists.items()}
+        if isinstance(prompt_embeds, torch.Tensor) and prompt_embeds.dim() == 3 and prompt_embeds.shape[0] > 1:
+            lists["prompt"] = [None] * prompt_embeds.shape[0]  # the embeddings' batch counts like a list of prompts
+        requests = _broadcast(lists)
+        lists = {k: v * requests if len(v) == 1 else v for k, v in lists.items()}
         self.check_inputs(lists["prompt"], lists["intensity"], num_frames, height, width, num_inference_steps, guidance_scale, output_type)
-        generators = [torch.Generator().manual_seed(int(s)) for s in lists["seed"]] if seed is not None else lists["generator"]
+        n = num_videos_per_prompt
+        if seed is not None:
+            generators = [torch.Generator().manual_seed(int(s) + j) for s in lists["seed"] for j in range(n)]
+        else:
+            generators = [g for g in lists["generator"] for _ in range(n)]
+        lists = {k: [x for x in v for _ in range(n)] for k, v in lists.items()}
+        batch = requests * n
         do_cfg = guidance_scale > 1.0
         device, dtype = self.device, self.dtype
 
         # 2. preprocess the images and encode the conditions
         images = np.stack([self.preprocess_image(im, height, width) for im in lists["image"]])
         reference, image_tokens = self.encode_reference(images)
-        text, mask = self.encode_prompt(lists["prompt"])
+        if prompt_embeds is not None:
+            text, mask = self.given_embeddings("prompt_embeds", prompt_embeds, prompt_attention_mask, requests)
+            text, mask = text.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+        else:
+            text, mask = self.encode_prompt(lists["prompt"])
         levels = torch.tensor([int(x) for x in lists["intensity"]], device=device)
         conditions = dict(encoder_hidden_states=text, intensity=levels, image_tokens=image_tokens, attention_mask=mask)
         token_weights = self.model.token_weights(text, mask)
@@ -295,7 +359,12 @@ class LivePhotoPipeline:
 
         # 5. conditions of both guidance branches: [unconditional; conditional]
         if do_cfg:
-            neg_text, neg_mask = self.encode_prompt(lists["negative_prompt"])
+            if negative_prompt_embeds is not None:
+                neg_text, neg_mask = self.given_embeddings(
+                    "negative_prompt_embeds", negative_prompt_embeds, negative_prompt_attention_mask, requests)
+                neg_text, neg_mask = neg_text.repeat_interleave(n, 0), neg_mask.repeat_interleave(n, 0)
+            else:
+                neg_text, neg_mask = self.encode_prompt(lists["negative_prompt"])
             both = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
             branch = dict(
                 encoder_hidden_states=torch.cat([neg_text, text]), attention_mask=torch.cat([neg_mask, mask]),
@@ -303,13 +372,16 @@ class LivePhotoPipeline:
             )
         else:
             branch = dict(conditions, reference_latents=reference)
-        step_kwargs = {}
-        if "generator" in inspect.signature(self.scheduler.step).parameters and batch == 1:
+        step_kwargs: dict[str, Any] = {}
+        accepted = inspect.signature(self.scheduler.step).parameters
+        if "generator" in accepted and batch == 1:
             step_kwargs["generator"] = generators[0]
+        if "eta" in accepted:
+            step_kwargs["eta"] = eta
 
         # 6. denoising loop
         with self.progress_bar(total=len(timesteps)) as bar:
-            for t in timesteps:
+            for i, t in enumerate(timesteps):
                 model_input = torch.cat([latents, latents]) if do_cfg else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 noise_pred = self.model(model_input, t, **branch).sample
@@ -317,11 +389,15 @@ class LivePhotoPipeline:
                     uncond, cond = noise_pred.chunk(2)
                     noise_pred = uncond + guidance_scale * (cond - uncond)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "noise_pred": noise_pred}
+                    returned = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = (returned or {}).get("latents", latents)
                 bar.update()
 
         # 7. decode
         if output_type == "latent":
-            return LivePhotoPipelineOutput(frames=latents, token_weights=token_weights)
+            return self._output(latents, token_weights, return_dict)
         video = self.decode(latents)
         if output_type == "pt":
             frames: Any = video
@@ -331,4 +407,9 @@ class LivePhotoPipeline:
                 from PIL import Image
 
                 frames = [[Image.fromarray(np.rint(fr * 255).astype(np.uint8)) for fr in clip] for clip in frames]
-        return LivePhotoPipelineOutput(frames=frames, token_weights=token_weights)
+        return self._output(frames, token_weights, return_dict)
+
+    @staticmethod
+    def _output(frames, token_weights, return_dict: bool):
+        out = LivePhotoPipelineOutput(frames=frames, token_weights=token_weights)
+        return out if return_dict else (frames, token_weights)

@@ -214,3 +214,51 @@ def test_pixel_space_is_refused_for_a_pretrained_base():
         ModelConfig(autoencoder="latent")
     with pytest.raises(ConfigError, match="pixel_patch"):
         ModelConfig(autoencoder="pixel", pixel_patch=3)
+
+
+def test_diffusers_call_conventions(pipe, photo):
+    """BaseOutput, return_dict, .to(dtype), num_videos_per_prompt, prompt_embeds, eta, callback_on_step_end."""
+    out = pipe(photo, "a dog runs", seed=3, **CALL)
+    assert out[0] is out.frames and out["frames"] is out.frames
+    frames, weights = pipe(photo, "a dog runs", seed=3, return_dict=False, **CALL)
+    assert np.array_equal(frames, out.frames) and torch.equal(weights, out.token_weights)
+    assert pipe.to(torch.float32) is pipe and pipe.dtype == torch.float32
+
+    # num_videos_per_prompt: copy j uses seed + j, so copy 0 is the single video
+    many = pipe([photo, photo], ["a dog runs", "camera zooms in"], seed=[3, 10], num_videos_per_prompt=2, **CALL)
+    assert many.frames.shape[0] == 4
+    assert np.abs(many.frames[0] - out.frames[0]).max() < 1e-4
+    assert np.abs(many.frames[1] - pipe(photo, "a dog runs", seed=4, **CALL).frames[0]).max() < 1e-4
+    assert np.abs(many.frames[2] - pipe(photo, "camera zooms in", seed=10, **CALL).frames[0]).max() < 1e-4
+    assert np.abs(many.frames[0] - many.frames[1]).max() > 1e-3
+
+    # prompt_embeds: what encode_prompt returns gives the same video as the prompt
+    text, mask = pipe.encode_prompt(["a dog runs"])
+    neg, neg_mask = pipe.encode_prompt([""])
+    embedded = pipe(photo, prompt_embeds=text, prompt_attention_mask=mask, negative_prompt_embeds=neg,
+                    negative_prompt_attention_mask=neg_mask, seed=3, **CALL)
+    assert np.abs(embedded.frames - out.frames).max() < 1e-5
+    with pytest.raises(ValueError, match="prompt: give prompt or prompt_embeds"):
+        pipe(photo, "a dog runs", prompt_embeds=text, **CALL)
+    with pytest.raises(ValueError, match=r"prompt_embeds: must be a tensor \(batch, 77, 32\)"):
+        pipe(photo, prompt_embeds=text[:, :10], **CALL)
+
+    # eta reaches DDIM: eta > 0 adds noise from the generator, so the video changes
+    noisy = pipe(photo, "a dog runs", seed=3, eta=1.0, **CALL).frames
+    assert np.abs(noisy - out.frames).max() > 1e-4
+
+    # callback_on_step_end sees every step and may replace the latents
+    seen = []
+
+    def zero_at_last_step(p, i, t, tensors):
+        seen.append((i, int(t), tuple(tensors)))
+        return {"latents": torch.zeros_like(tensors["latents"])} if i == CALL["num_inference_steps"] - 1 else {}
+
+    zeroed = pipe(photo, "a dog runs", seed=3, output_type="latent", callback_on_step_end=zero_at_last_step,
+                  callback_on_step_end_tensor_inputs=["latents", "noise_pred"], **CALL)
+    assert [s[0] for s in seen] == [0, 1] and all(s[2] == ("latents", "noise_pred") for s in seen)
+    assert torch.count_nonzero(zeroed.frames) == 0
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs: unknown"):
+        pipe(photo, "a dog runs", callback_on_step_end_tensor_inputs=["prompt"], **CALL)
+    with pytest.raises(ValueError, match="num_videos_per_prompt"):
+        pipe(photo, "a dog runs", num_videos_per_prompt=0, **CALL)
