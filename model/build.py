@@ -149,7 +149,7 @@ def build_motion_adapter(cfg: ModelConfig, unet2d):
     if cfg.motion_adapter is not None:
         return load_pretrained(
             "AnimateDiff motion adapter", cfg.motion_adapter, _how("motion_adapter", cfg.motion_adapter),
-            MotionAdapter.from_pretrained, local_files_only=cfg.local_files_only,
+            MotionAdapter.from_pretrained, local_files_only=cfg.local_files_only, variant=cfg.variant,
         )
     return fresh_motion_adapter(
         unet2d, cfg.tiny_motion_max_seq_length, cfg.seed + SEED_OFFSETS["motion_adapter"], cfg.tiny_attention_head_dim

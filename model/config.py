@@ -49,6 +49,7 @@ class ModelSources:
     image_encoder: str | None = opt(None, "DINOv2 folder or hub id (None: as saved)")
     text_encoder: str | None = opt(None, "transformers text encoder folder, hub id or package:<module>/<folder> (None: as saved)")
     lora: tuple[str, ...] | None = opt(None, "LoRAs fused into the frozen base, each file/folder/hub id[:scale] (None: as saved; [] none)")
+    variant: str | None = opt(None, "weights variant of the diffusers folders, e.g. fp16 (None: as saved)")
     local_files_only: bool | None = opt(None, "never contact the hub (None: as saved)")
 
     def overrides(self) -> dict[str, Any]:
@@ -82,6 +83,10 @@ class ModelConfig:
         "file, a folder with pytorch_lora_weights.safetensors or a hub id, optionally :<scale> (diffusers or kohya format)",
     )
     text_max_length: int = opt(77, "tokens per caption (padding is masked in the re-weighting and the cross-attention)")
+    variant: str | None = opt(
+        None, "weights variant of the SD 1.5 and motion adapter folders (diffusion_pytorch_model.<variant>.safetensors, "
+        "model.<variant>.safetensors), e.g. fp16; None = the full-precision files",
+    )
     local_files_only: bool = opt(False, "never contact the hub; load only from disk / the HF cache")
     seed: int = opt(0, "seed of the random weights of components built from scratch")
 

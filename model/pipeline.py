@@ -89,20 +89,23 @@ class LivePhotoPipeline:
         return cls(**vars(components))
 
     @classmethod
-    def from_pretrained(cls, source: str | Path = "tiny", **overrides) -> "LivePhotoPipeline":
+    def from_pretrained(cls, source: str | Path = "tiny", torch_dtype: torch.dtype | None = None, **overrides) -> "LivePhotoPipeline":
         """A shipped model (``mini``: the trained LivePhoto-mini in ``models/``), a preset built
         with fresh weights (``tiny`` random, ``sd15`` from the pretrained SD 1.5 parts, its
         LivePhoto parts untrained), a ``save_pretrained`` folder or an MLflow model folder around one
-        (``model.mlflow_model``); ``overrides`` set ModelConfig fields."""
+        (``model.mlflow_model``); ``overrides`` set ModelConfig fields (``base_model=``,
+        ``variant="fp16"``, ``local_files_only=True``, ``lora=[...]``, ...); ``torch_dtype`` casts
+        every component once loaded (e.g. ``torch.float16`` on a GPU)."""
         name = str(source)
-        if not Path(source).exists():
-            if name in SHIPPED_MODELS:
-                return cls.from_components(load_components(shipped_model_dir(name), **overrides))
-            if name in MODEL_PRESETS:
-                if name not in UNTRAINED_OK:
-                    warnings.warn(UNTRAINED_WARNING.format(name=name), UserWarning, stacklevel=2)
-                return cls.from_components(build_livephoto(ModelConfig(**{**model_preset(name), **overrides})))
-        return cls.from_components(load_components(pipeline_dir(source), **overrides))  # an MLflow model: the folder inside
+        if not Path(source).exists() and name in SHIPPED_MODELS:
+            pipe = cls.from_components(load_components(shipped_model_dir(name), **overrides))
+        elif not Path(source).exists() and name in MODEL_PRESETS:
+            if name not in UNTRAINED_OK:
+                warnings.warn(UNTRAINED_WARNING.format(name=name), UserWarning, stacklevel=2)
+            pipe = cls.from_components(build_livephoto(ModelConfig(**{**model_preset(name), **overrides})))
+        else:
+            pipe = cls.from_components(load_components(pipeline_dir(source), **overrides))  # an MLflow model: the folder inside
+        return pipe if torch_dtype is None else pipe.to(torch_dtype)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Network + scheduler + seed-built encoders; layout in :mod:`model.build`."""

@@ -89,7 +89,7 @@ def load_base_component(label: str, cfg: ModelConfig, cls, subfolder: str):
     how = _how("base_model", cfg.base_model)
     if not is_single_file(cfg.base_model):
         return load_pretrained(label, cfg.base_model, how, cls.from_pretrained, subfolder=subfolder,
-                               local_files_only=cfg.local_files_only)
+                               local_files_only=cfg.local_files_only, variant=cfg.variant)
     config = base_configs(cfg)
     if hasattr(cls, "from_single_file"):  # diffusers models (UNet, VAE)
         return load_pretrained(label, cfg.base_model, how, cls.from_single_file, config=config, subfolder=subfolder,

@@ -80,7 +80,7 @@ def downloads_off(cfg: ModelConfig) -> bool:
     return cfg.local_files_only or bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "TRUE")
 
 
-def _in_folder(folder: Path, part: Part) -> str | None:
+def _in_folder(folder: Path, part: Part, variant: str | None = None) -> str | None:
     """What ``part`` lacks in ``folder``, or None when it is all there."""
     where = folder / part.subfolder if part.subfolder else folder
     shown = f"{part.subfolder}/" if part.subfolder else ""
@@ -91,6 +91,8 @@ def _in_folder(folder: Path, part: Part) -> str | None:
             return f"{folder} has no {' or '.join(shown + alt.replace('+', ' + ' + shown) for alt in names)}"
     if part.weights and not any(f.suffix in WEIGHT_SUFFIXES for f in where.iterdir() if f.is_file()):
         return f"{folder} has no weights in {shown or './'} (*.safetensors or *.bin)"
+    if part.weights and variant and not any(f".{variant}." in f.name for f in where.iterdir() if f.suffix in WEIGHT_SUFFIXES):
+        return f"{folder} has no {variant} variant in {shown or './'} (*.{variant}.safetensors; --model.variant)"
     return None
 
 
@@ -124,7 +126,8 @@ def missing_sources(cfg: ModelConfig, which: tuple[str, ...] | None = None) -> l
             problem = _in_cache(source, part) if offline else None
         else:
             folder = Path(source).expanduser()
-            problem = _in_folder(folder, part) if folder.is_dir() else f"no folder {source!r} (and it is not a hub id)"
+            variant = cfg.variant if part.field in ("base_model", "motion_adapter") else None
+            problem = _in_folder(folder, part, variant) if folder.is_dir() else f"no folder {source!r} (and it is not a hub id)"
         if problem:
             found.append((part, source, problem))
     if which is None or "unet" in which or "text" in which:

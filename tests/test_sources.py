@@ -4,6 +4,7 @@ reported at once, with its setting, the subfolder and advice that fits a folder 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -166,3 +167,32 @@ def test_a_job_reports_missing_weights_in_its_message_not_a_traceback(tmp_path, 
     assert main_with_errors(lambda argv: require_sources(cfg), []) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: cannot load 6 pretrained component(s):") and "--model.motion_adapter" in err
+
+
+def test_an_fp16_variant_folder_loads_with_variant_and_torch_dtype(standins, tmp_path):
+    """The hub's fp16 branches: every weight file named *.fp16.safetensors; --model.variant fp16."""
+    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from model.pipeline import LivePhotoPipeline
+
+    sd, adapter = tmp_path / "sd-fp16", tmp_path / "adapter-fp16"
+    shutil.copytree(standins["base_model"], sd, ignore=shutil.ignore_patterns("*.safetensors"))
+    for cls, sub in ((UNet2DConditionModel, "unet"), (AutoencoderKL, "vae"), (CLIPTextModel, "text_encoder")):
+        cls.from_pretrained(standins["base_model"] / sub).to(torch.float16).save_pretrained(sd / sub, variant="fp16")
+    MotionAdapter.from_pretrained(standins["motion_adapter"]).to(torch.float16).save_pretrained(adapter, variant="fp16")
+    assert sorted(f.name for f in (sd / "unet").iterdir()) == ["config.json", "diffusion_pytorch_model.fp16.safetensors"]
+    cfg = tiny(base_model=str(sd), motion_adapter=str(adapter), local_files_only=True)
+    found = {(part.label, problem) for part, _, problem in missing_sources(cfg)}
+    assert ("SD 1.5 UNet", f"{sd} has no weights in unet/ (*.safetensors or *.bin)") not in found  # the file is there ...
+    with pytest.raises(encoders.WeightsNotFoundError, match="SD 1.5 UNet"):  # ... but without --model.variant nothing loads it
+        build.build_livephoto(cfg)
+    assert missing_sources(dataclasses.replace(cfg, variant="fp16")) == []
+    assert ("SD 1.5 UNet", f"{standins['base_model']} has no fp16 variant in unet/ (*.fp16.safetensors; --model.variant)") in {
+        (p.label, problem) for p, _, problem in missing_sources(tiny(base_model=str(standins["base_model"]), variant="fp16"))}
+    pipe = LivePhotoPipeline.from_pretrained("tiny", base_model=str(sd), motion_adapter=str(adapter), variant="fp16",
+                                             local_files_only=True, torch_dtype=torch.float32)
+    assert pipe.dtype == torch.float32 and pipe.vae.dtype == torch.float32
+    reference = build.build_unet2d(tiny(seed=7)).state_dict()
+    loaded = build.build_unet2d(tiny(base_model=str(sd), variant="fp16", local_files_only=True)).state_dict()
+    assert all(torch.equal(loaded[k].float(), reference[k].half().float()) for k in reference)
