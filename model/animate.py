@@ -38,6 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fps", type=int, default=8, help="frames per second of the written video")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet first (pays off on a GPU for long runs)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output video, .mp4 or .gif")
     sources = p.add_argument_group("where the model's pretrained parts come from (default: as the model was saved)")
@@ -78,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     pipe.to(args.device, getattr(torch, args.dtype))
+    if args.compile:
+        pipe.compile_unet()
     pipe.set_progress_bar_config(disable=args.no_progress)
     cfg = pipe.config
     size = args.size or cfg.resolution

@@ -141,6 +141,15 @@ class LivePhotoPipeline:
     def vae_scale_factor(self) -> int:
         return encoders.vae_scale_factor(self.vae)
 
+    def compile_unet(self, **compile_kwargs) -> "LivePhotoPipeline":
+        """``torch.compile`` the denoiser's UNet (``compile_kwargs`` go to ``torch.compile``, e.g.
+        ``mode="max-autotune"``). For sampling only: the first call at a new shape compiles (a
+        minute or more), later ones run the compiled graph; don't train or ``save_pretrained``
+        a compiled pipeline (the weights then sit under ``_orig_mod``)."""
+        if not isinstance(self.model.unet, torch._dynamo.eval_frame.OptimizedModule):
+            self.model.unet = torch.compile(self.model.unet, **compile_kwargs)
+        return self
+
     def set_progress_bar_config(self, **kwargs) -> None:
         """Options for the tqdm bar over denoising steps, e.g. ``disable=True`` (as in diffusers)."""
         self._progress_bar_config = kwargs

@@ -39,6 +39,7 @@ class ServeConfig:
     mlflow_tracking_uri: str | None = opt(None, "MLflow tracking URI used to resolve runs:/ and models:/ URIs (None: MLflow's default / MLFLOW_TRACKING_URI)")
     device: str = opt("auto", "torch device of the model replicas: auto (cuda when there is a GPU), cpu, cuda")
     dtype: str = opt("float32", "weights dtype on the device: float32, float16, bfloat16 (float16/bfloat16 on cuda only)")
+    compile: bool = opt(False, "torch.compile each replica's UNet (GPU: faster sampling; the replica's start-up probe pays the compile)")
 
     # --- model replicas
     num_gpus: float | None = opt(None, "GPUs per model replica (None: 0 for tiny and mini, 1 otherwise)")

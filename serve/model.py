@@ -195,6 +195,8 @@ class LivePhotoModel:
         if device == "cpu" and dtype != torch.float32:
             raise ConfigError(f"dtype: must be float32 on cpu, got {cfg.dtype}")
         self.pipe = load_pipeline(cfg.model, cfg.mlflow_tracking_uri, cfg.sources.overrides()).to(device, dtype)
+        if cfg.compile:
+            self.pipe.compile_unet()
         self.pipe.set_progress_bar_config(disable=True)
         self.info = model_info(self.pipe, cfg)
         self.batch_sizes: collections.Counter[int] = collections.Counter()

@@ -262,3 +262,17 @@ def test_diffusers_call_conventions(pipe, photo):
         pipe(photo, "a dog runs", callback_on_step_end_tensor_inputs=["prompt"], **CALL)
     with pytest.raises(ValueError, match="num_videos_per_prompt"):
         pipe(photo, "a dog runs", num_videos_per_prompt=0, **CALL)
+
+
+def test_compile_unet_samples_the_same_video(photo):
+    """torch.compile of the UNet (the eager backend here: dynamo's graph capture without code
+    generation, which takes minutes on a CPU); the video is the eager one."""
+    pipe = LivePhotoPipeline.from_pretrained("tiny")
+    pipe.set_progress_bar_config(disable=True)
+    eager = pipe(photo, "a dog runs", seed=3, **CALL).frames
+    assert pipe.compile_unet(backend="eager") is pipe
+    assert isinstance(pipe.model.unet, torch._dynamo.eval_frame.OptimizedModule)
+    compiled_once = pipe.model.unet
+    assert pipe.compile_unet(backend="eager").model.unet is compiled_once  # compiling twice keeps one wrapper
+    compiled = pipe(photo, "a dog runs", seed=3, **CALL).frames
+    assert np.abs(compiled - eager).max() < 1e-5
