@@ -124,13 +124,13 @@ class GenerateAndScore:
         import torch
 
         from evaluation.metrics import ClipImageFeatures, DinoFeatures, I3DFeatures
-        from serve.model import load_pipeline
+        from model.pipeline import LivePhotoPipeline
 
         self.cfg = from_dict(EvalConfig, cfg)
         self.out_dir = Path(out_dir)
         g, m = self.cfg.generation, self.cfg.metrics
         self.device = "cuda" if g.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.pipe = load_pipeline(g.model, g.tracking_uri, self.cfg.model.overrides())
+        self.pipe = LivePhotoPipeline.from_pretrained(g.model, tracking_uri=g.tracking_uri, **self.cfg.model.overrides())
         if self.device == "cuda":
             self.pipe.to("cuda", torch.float16)
         model_cfg = self.pipe.config

@@ -24,9 +24,10 @@ from einops import rearrange, repeat
 from tqdm.auto import tqdm
 
 from model import encoders
-from model.build import LivePhotoComponents, build_livephoto, load_components, pipeline_dir, save_components
+from model.build import LivePhotoComponents, build_livephoto, load_components, save_components
 from model.config import MODEL_PRESETS, SHIPPED_MODELS, ModelConfig, model_preset, shipped_model_dir
 from model.image import center_crop_resize, to_rgb
+from model.load import load_saved
 from model.network import LivePhotoModel
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
@@ -89,13 +90,17 @@ class LivePhotoPipeline:
         return cls(**vars(components))
 
     @classmethod
-    def from_pretrained(cls, source: str | Path = "tiny", torch_dtype: torch.dtype | None = None, **overrides) -> "LivePhotoPipeline":
+    def from_pretrained(
+        cls, source: str | Path = "tiny", torch_dtype: torch.dtype | None = None, tracking_uri: str | None = None, **overrides,
+    ) -> "LivePhotoPipeline":
         """A shipped model (``mini``: the trained LivePhoto-mini in ``models/``), a preset built
         with fresh weights (``tiny`` random, ``sd15`` from the pretrained SD 1.5 parts, its
-        LivePhoto parts untrained), a ``save_pretrained`` folder or an MLflow model folder around one
-        (``model.mlflow_model``); ``overrides`` set ModelConfig fields (``base_model=``,
-        ``variant="fp16"``, ``local_files_only=True``, ``lora=[...]``, ...); ``torch_dtype`` casts
-        every component once loaded (e.g. ``torch.float16`` on a GPU)."""
+        LivePhoto parts untrained), or a saved model (:func:`model.load.load_saved`: a
+        ``save_pretrained`` folder, an MLflow model folder around one, a training checkpoint
+        folder, or an MLflow URI of any of them, resolved at ``tracking_uri``). ``overrides`` set
+        ModelConfig fields (``base_model=``, ``variant="fp16"``, ``local_files_only=True``,
+        ``lora=[...]``, ...); ``torch_dtype`` casts every component once loaded (e.g.
+        ``torch.float16`` on a GPU)."""
         name = str(source)
         if not Path(source).exists() and name in SHIPPED_MODELS:
             pipe = cls.from_components(load_components(shipped_model_dir(name), **overrides))
@@ -104,7 +109,7 @@ class LivePhotoPipeline:
                 warnings.warn(UNTRAINED_WARNING.format(name=name), UserWarning, stacklevel=2)
             pipe = cls.from_components(build_livephoto(ModelConfig(**{**model_preset(name), **overrides})))
         else:
-            pipe = cls.from_components(load_components(pipeline_dir(source), **overrides))  # an MLflow model: the folder inside
+            pipe = cls.from_components(load_saved(name, tracking_uri, overrides))
         return pipe if torch_dtype is None else pipe.to(torch_dtype)
 
     def save_pretrained(self, directory: str | Path) -> None:

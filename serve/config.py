@@ -12,19 +12,10 @@ from typing import Any
 from common.config import ConfigError, check, check_choice, from_dict, nested, opt, required
 from model.config import MODEL_PRESETS as PRESETS  # mini is the shipped trained model, tiny/sd15 are built fresh
 from model.config import ModelSources
+from model.load import model_kind
 
-MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "hdfs://", "file://")
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def model_kind(source: str) -> str:
-    """Where ``model`` comes from: ``preset``, ``mlflow`` (an artifact / model URI) or ``path``."""
-    if source in PRESETS:
-        return "preset"
-    if source.startswith(MLFLOW_SCHEMES):
-        return "mlflow"
-    return "path"
 
 
 @dataclass

@@ -1,108 +1,24 @@
-"""The model side of the Serve app: load a LivePhoto pipeline from any model source, and the
-``LivePhotoModel`` deployment that holds it and batches requests.
+"""The model side of the Serve app: the ``LivePhotoModel`` deployment that holds a pipeline
+(loaded by ``LivePhotoPipeline.from_pretrained`` from any model source, model/load.py) and
+batches requests.
 
-:func:`load_pipeline` and :func:`animate_batch` are plain functions (no Ray): tests and the
-benchmark call them directly; the deployment only adds ``@serve.batch`` around them.
+:func:`animate_batch` is a plain function (no Ray): tests and the benchmark call it directly;
+the deployment only adds ``@serve.batch`` around it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import json
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from ray import serve
 
-from common.config import ConfigError, from_dict
-from serve.config import PRESETS, ServeConfig, model_kind
+from common.config import ConfigError
+from serve.config import ServeConfig
 from serve.schema import AnimateRequest, AnimateResult
-
-CHECKPOINT_WEIGHTS = "trainable.safetensors"  # training/loop.py: TRAINABLE_FILE
-CHECKPOINT_STATE = "state.json"  # training/loop.py: STATE_FILE
-CHECKPOINT_EMA = "ema.safetensors"  # training/loop.py: EMA_FILE
-
-
-def resolve_model_dir(source: str, tracking_uri: str | None = None, download_dir: str | None = None) -> Path:
-    """A local folder for ``source``: MLflow URIs are downloaded, folders are checked."""
-    if model_kind(source) == "mlflow":
-        import mlflow.artifacts
-
-        try:
-            uri = _model_version_uri(source, tracking_uri) if source.startswith("models:/") else source
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=download_dir, tracking_uri=tracking_uri)
-        except Exception as exc:  # MlflowException, OSError, ...: say which URI failed
-            raise ConfigError(f"model: could not download {source!r} from MLflow ({type(exc).__name__}: {exc})") from None
-        return Path(local)
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        raise ConfigError(
-            f"model: {source!r} is neither a model name ({', '.join(PRESETS)}), an existing folder nor an MLflow URI (runs:/..., models:/...)"
-        )
-    return path
-
-
-def _model_version_uri(source: str, tracking_uri: str | None) -> str:
-    """``models:/<name>/<version>`` or ``models:/<name>@<alias>`` -> the version's artifact URI
-    (looked up in the registry at ``tracking_uri``, which also serves as the registry URI)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    rest = source[len("models:/") :].strip("/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        return client.get_model_version_by_alias(name, alias).source
-    name, _, version = rest.rpartition("/")
-    if not name or not version.isdigit():
-        raise ConfigError(f"model: expected models:/<name>/<version> or models:/<name>@<alias>, got {source!r}")
-    return client.get_model_version_download_uri(name, version)
-
-
-def load_pipeline(source: str, tracking_uri: str | None = None, overrides: dict[str, Any] | None = None):
-    """``tiny`` / ``sd15``, a ``save_pretrained`` folder, a training checkpoint folder
-    (``trainable.safetensors`` + ``state.json``), or an MLflow URI of either; ``overrides``
-    (ModelSources fields) say where its pretrained parts come from on this machine."""
-    from model.encoders import WeightsNotFoundError
-    from model.build import pipeline_dir
-    from model.pipeline import LivePhotoPipeline
-
-    overrides = overrides or {}
-    if model_kind(source) == "preset":
-        return LivePhotoPipeline.from_pretrained(source, **overrides)
-    with tempfile.TemporaryDirectory(prefix="livephoto-model-") as tmp:
-        directory = pipeline_dir(resolve_model_dir(source, tracking_uri, download_dir=tmp))  # MLflow model -> its folder
-        if (directory / CHECKPOINT_STATE).is_file() and (directory / CHECKPOINT_WEIGHTS).is_file():
-            return _load_checkpoint(directory, overrides)
-        try:
-            return LivePhotoPipeline.from_pretrained(directory, **overrides)
-        except WeightsNotFoundError:
-            raise  # the model is fine; its pretrained parts are missing here (the message lists them)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(f"model: {source!r} is not a LivePhoto save_pretrained folder or training checkpoint ({exc})") from None
-
-
-def _load_checkpoint(directory: Path, overrides: dict[str, Any]):
-    """A training checkpoint: rebuild the network from its ModelConfig, load the trained weights
-    (their EMA where the run kept one, as the run's final model does)."""
-    from safetensors.torch import load_file
-
-    from model.build import build_livephoto
-    from model.config import ModelConfig
-    from model.pipeline import LivePhotoPipeline
-
-    meta = json.loads((directory / CHECKPOINT_STATE).read_text())
-    if "model" not in meta:
-        raise ConfigError(f"model: {directory / CHECKPOINT_STATE} has no 'model' section; not a training checkpoint")
-    components = build_livephoto(from_dict(ModelConfig, {**meta["model"], **overrides}, prefix="model"))
-    state = load_file(directory / CHECKPOINT_WEIGHTS)
-    if (directory / CHECKPOINT_EMA).is_file():
-        state.update(load_file(directory / CHECKPOINT_EMA))
-    components.model.load_trainable_state_dict(state)
-    return LivePhotoPipeline.from_components(components)
 
 
 def animate_batch(pipe, requests: Sequence[AnimateRequest]) -> list[AnimateResult | Exception]:
@@ -194,7 +110,11 @@ class LivePhotoModel:
         dtype = getattr(torch, cfg.dtype)
         if device == "cpu" and dtype != torch.float32:
             raise ConfigError(f"dtype: must be float32 on cpu, got {cfg.dtype}")
-        self.pipe = load_pipeline(cfg.model, cfg.mlflow_tracking_uri, cfg.sources.overrides()).to(device, dtype)
+        from model.pipeline import LivePhotoPipeline
+
+        self.pipe = LivePhotoPipeline.from_pretrained(
+            cfg.model, tracking_uri=cfg.mlflow_tracking_uri, **cfg.sources.overrides()
+        ).to(device, dtype)
         if cfg.compile:
             self.pipe.compile_unet()
         self.pipe.set_progress_bar_config(disable=True)

@@ -93,11 +93,11 @@ def test_bad_rows_name_the_field(registered, monkeypatch):
 
 
 def test_serve_loads_the_mlflow_model(registered):
-    from serve.model import load_pipeline
+    from model.pipeline import LivePhotoPipeline
 
     assert pipeline_dir(registered["tmp"] / "final_model") == registered["tmp"] / "final_model" / "artifacts" / "pipeline"
     assert pipeline_dir(registered["tmp"] / "pipeline") == registered["tmp"] / "pipeline"
-    pipe = load_pipeline("models:/livephoto-pyfunc/1", tracking_uri=registered["uri"])
+    pipe = LivePhotoPipeline.from_pretrained("models:/livephoto-pyfunc/1", tracking_uri=registered["uri"])
     assert pipe.config == registered["pipe"].config
 
 

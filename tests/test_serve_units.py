@@ -18,7 +18,8 @@ from common.config import ConfigError
 from serve.api import Backend, create_app
 from serve.app import build_app, model_deployment_options
 from serve.config import ServeConfig, serve_config
-from serve.model import animate_batch, load_pipeline
+from model.pipeline import LivePhotoPipeline
+from serve.model import animate_batch
 from serve.schema import AnimateRequest, AnimateResult
 
 INFO = {"model": "tiny", "source": "preset", "resolution": 64, "num_frames": 4, "max_frames": 32, "intensity_levels": 10}
@@ -216,7 +217,7 @@ def test_chunked_body_over_the_limit_is_413():
 
 @pytest.fixture(scope="module")
 def tiny():
-    pipe = load_pipeline("tiny")
+    pipe = LivePhotoPipeline.from_pretrained("tiny")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -250,13 +251,13 @@ def test_model_sources_folder_checkpoint_and_mlflow(tiny, tmp_path):
     # a save_pretrained folder
     folder = tmp_path / "final_model"
     tiny.save_pretrained(folder)
-    assert np.array_equal(animate_batch(load_pipeline(str(folder)), reqs)[0].frames, expected)
+    assert np.array_equal(animate_batch(LivePhotoPipeline.from_pretrained(str(folder)), reqs)[0].frames, expected)
     # a training checkpoint: trainable.safetensors + state.json with the ModelConfig
     ckpt = tmp_path / "checkpoint_000010"
     ckpt.mkdir()
     save_file({k: v.contiguous() for k, v in tiny.model.trainable_state_dict().items()}, ckpt / "trainable.safetensors")
     (ckpt / "state.json").write_text(json.dumps({"model": asdict(tiny.config), "state": {}}, default=list))
-    assert np.array_equal(animate_batch(load_pipeline(str(ckpt)), reqs)[0].frames, expected)
+    assert np.array_equal(animate_batch(LivePhotoPipeline.from_pretrained(str(ckpt)), reqs)[0].frames, expected)
     # MLflow: runs:/<id>/final_model and models:/<name>/<version>
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
@@ -264,15 +265,15 @@ def test_model_sources_folder_checkpoint_and_mlflow(tiny, tmp_path):
     run = client.create_run(exp)
     client.log_artifacts(run.info.run_id, str(folder), artifact_path="final_model")
     client.set_terminated(run.info.run_id)
-    pipe = load_pipeline(f"runs:/{run.info.run_id}/final_model", tracking_uri=uri)
+    pipe = LivePhotoPipeline.from_pretrained(f"runs:/{run.info.run_id}/final_model", tracking_uri=uri)
     assert np.array_equal(animate_batch(pipe, reqs)[0].frames, expected)
     client.create_registered_model("livephoto-test")
     version = client.create_model_version("livephoto-test", f"{run.info.artifact_uri}/final_model", run_id=run.info.run_id)
-    pipe = load_pipeline(f"models:/livephoto-test/{version.version}", tracking_uri=uri)
+    pipe = LivePhotoPipeline.from_pretrained(f"models:/livephoto-test/{version.version}", tracking_uri=uri)
     assert np.array_equal(animate_batch(pipe, reqs)[0].frames, expected)
     assert mlflow.get_tracking_uri() != uri  # no global MLflow state changed
     # what is not a model is a config error naming the field
     with pytest.raises(ConfigError, match="^model:"):
-        load_pipeline(str(tmp_path / "nope"))
+        LivePhotoPipeline.from_pretrained(str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="^model:"):
-        load_pipeline(f"runs:/{'0' * 32}/final_model", tracking_uri=uri)
+        LivePhotoPipeline.from_pretrained(f"runs:/{'0' * 32}/final_model", tracking_uri=uri)

@@ -109,7 +109,6 @@ def test_a_model_saved_with_a_local_base_loads_where_the_base_lives_elsewhere(st
     from model import animate
     from model.pipeline import LivePhotoPipeline
     from serve.__main__ import parse
-    from serve.model import load_pipeline
 
     here = tmp_path / "here"
     shutil.copytree(standins["base_model"], here)
@@ -123,7 +122,7 @@ def test_a_model_saved_with_a_local_base_loads_where_the_base_lives_elsewhere(st
     assert moved.config.base_model == str(there)
     saved, loaded = pipe.model.state_dict(), moved.model.state_dict()
     assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
-    served = load_pipeline(str(tmp_path / "model"), overrides={"base_model": str(there)})
+    served = LivePhotoPipeline.from_pretrained(str(tmp_path / "model"), base_model=str(there))
     assert all(torch.equal(saved[k], v) for k, v in served.model.state_dict().items())
     cfg, _, _ = parse(["--model", str(tmp_path / "model"), "--model.base_model", str(there), "--model.local_files_only", "true"])
     assert cfg.model == str(tmp_path / "model") and cfg.sources.overrides() == {"base_model": str(there), "local_files_only": True}

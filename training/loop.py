@@ -27,13 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from common.config import ConfigError, from_dict
+from model.load import CHECKPOINT_EMA, CHECKPOINT_STATE, CHECKPOINT_TRAINABLE
 from training.config import TrainConfig
 from training.data import collate
 
-TRAINABLE_FILE = "trainable.safetensors"
-EMA_FILE = "ema.safetensors"
+TRAINABLE_FILE, EMA_FILE, STATE_FILE = CHECKPOINT_TRAINABLE, CHECKPOINT_EMA, CHECKPOINT_STATE  # model/load.py reads them
 OPTIMIZER_FILE = "optimizer.pt"
-STATE_FILE = "state.json"
 
 
 class CheckpointMismatchError(ConfigError):

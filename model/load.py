@@ -1,0 +1,125 @@
+"""The one loader: every way a trained LivePhoto model is named, resolved to its components.
+
+``LivePhotoPipeline.from_pretrained`` calls :func:`load_saved` for anything that is not a preset
+or a shipped model name, so the animate CLI, the Serve replicas, the evaluation job and the
+benchmarks load models the same way:
+
+* a ``save_pretrained`` folder (model/build.py's layout);
+* an MLflow model folder around one (``MLmodel`` + ``artifacts/pipeline/``, model/mlflow_model.py);
+* a training checkpoint folder (``trainable.safetensors`` + ``state.json``, and ``ema.safetensors``
+  when the run kept EMA weights, which are then the ones loaded, as for the run's final model);
+* an MLflow URI of any of these (``runs:/<run>/final_model``, ``models:/<name>/<version>``,
+  ``models:/<name>@<alias>``, ``mlflow-artifacts:/...``, ``s3://...``), downloaded first.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common.config import ConfigError, from_dict
+
+MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "hdfs://", "file://")
+CHECKPOINT_TRAINABLE = "trainable.safetensors"
+"""A training checkpoint's trainable weights (written by training/loop.py)."""
+CHECKPOINT_EMA = "ema.safetensors"
+"""Their exponential moving average, when the run keeps one."""
+CHECKPOINT_STATE = "state.json"
+"""Step, data position, the model config and the MLflow run id of a training checkpoint."""
+
+
+def model_kind(source: str) -> str:
+    """Where a model comes from: ``preset`` (a name in MODEL_PRESETS), ``mlflow`` (an artifact
+    or model URI) or ``path``."""
+    from model.config import MODEL_PRESETS
+
+    if source in MODEL_PRESETS:
+        return "preset"
+    if source.startswith(MLFLOW_SCHEMES):
+        return "mlflow"
+    return "path"
+
+
+def resolve_model_dir(source: str, tracking_uri: str | None = None, download_dir: str | None = None) -> Path:
+    """A local folder for ``source``: MLflow URIs are downloaded (into ``download_dir``), folders are checked."""
+    if model_kind(source) == "mlflow":
+        import mlflow.artifacts
+
+        try:
+            uri = _model_version_uri(source, tracking_uri) if source.startswith("models:/") else source
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=download_dir, tracking_uri=tracking_uri)
+        except Exception as exc:  # MlflowException, OSError, ...: say which URI failed
+            raise ConfigError(f"model: could not download {source!r} from MLflow ({type(exc).__name__}: {exc})") from None
+        return Path(local)
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        from model.config import MODEL_PRESETS
+
+        raise ConfigError(
+            f"model: {source!r} is neither a model name ({', '.join(MODEL_PRESETS)}), an existing folder nor an "
+            "MLflow URI (runs:/..., models:/...)"
+        )
+    return path
+
+
+def _model_version_uri(source: str, tracking_uri: str | None) -> str:
+    """``models:/<name>/<version>`` or ``models:/<name>@<alias>`` -> the version's artifact URI
+    (looked up in the registry at ``tracking_uri``, which also serves as the registry URI)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    rest = source[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return client.get_model_version_by_alias(name, alias).source
+    name, _, version = rest.rpartition("/")
+    if not name or not version.isdigit():
+        raise ConfigError(f"model: expected models:/<name>/<version> or models:/<name>@<alias>, got {source!r}")
+    return client.get_model_version_download_uri(name, version)
+
+
+def is_checkpoint(directory: Path) -> bool:
+    return (directory / CHECKPOINT_STATE).is_file() and (directory / CHECKPOINT_TRAINABLE).is_file()
+
+
+def load_saved(source: str, tracking_uri: str | None = None, overrides: dict[str, Any] | None = None):
+    """The :class:`~model.build.LivePhotoComponents` of a saved model (any form in the module
+    docstring); ``overrides`` (ModelConfig fields, e.g. ``base_model``) say where its pretrained
+    parts come from on this machine."""
+    from model.build import load_components, pipeline_dir
+    from model.encoders import WeightsNotFoundError
+
+    overrides = overrides or {}
+    with tempfile.TemporaryDirectory(prefix="livephoto-model-") as tmp:
+        directory = pipeline_dir(resolve_model_dir(source, tracking_uri, download_dir=tmp))  # MLflow model -> its folder
+        if is_checkpoint(directory):
+            return _load_checkpoint(directory, overrides)
+        try:
+            return load_components(directory, **overrides)
+        except WeightsNotFoundError as exc:
+            if exc.component == "LivePhoto model":  # no config.json: not a model folder at all
+                raise ConfigError(f"model: {source!r} is not a LivePhoto save_pretrained folder or training checkpoint ({exc})") from None
+            raise  # the model is fine; its pretrained parts are missing here (the message lists them)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"model: {source!r} is not a LivePhoto save_pretrained folder or training checkpoint ({exc})") from None
+
+
+def _load_checkpoint(directory: Path, overrides: dict[str, Any]):
+    """A training checkpoint: rebuild the network from its ModelConfig, load the trained weights
+    (their EMA where the run kept one, as the run's final model does)."""
+    from safetensors.torch import load_file
+
+    from model.build import build_livephoto
+    from model.config import ModelConfig
+
+    meta = json.loads((directory / CHECKPOINT_STATE).read_text())
+    if "model" not in meta:
+        raise ConfigError(f"model: {directory / CHECKPOINT_STATE} has no 'model' section; not a training checkpoint")
+    components = build_livephoto(from_dict(ModelConfig, {**meta["model"], **overrides}, prefix="model"))
+    state = load_file(directory / CHECKPOINT_TRAINABLE)
+    if (directory / CHECKPOINT_EMA).is_file():
+        state.update(load_file(directory / CHECKPOINT_EMA))
+    components.model.load_trainable_state_dict(state)
+    return components
