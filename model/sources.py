@@ -70,8 +70,9 @@ def parts_needed(cfg: ModelConfig, which: tuple[str, ...] | None = None) -> list
 
 
 def is_hub_id(source: str) -> bool:
-    """``owner/name`` (or ``name``) that is not a folder on this machine."""
-    return not source.startswith(PACKAGE_PREFIX) and not Path(source).expanduser().exists() and bool(HUB_ID.match(source))
+    """``owner/name`` (or ``name``) that is not a folder on this machine (nor a weights file's name)."""
+    return (not source.startswith(PACKAGE_PREFIX) and not Path(source).expanduser().exists()
+            and Path(source).suffix.lower() not in WEIGHT_SUFFIXES and bool(HUB_ID.match(source)))
 
 
 def downloads_off(cfg: ModelConfig) -> bool:

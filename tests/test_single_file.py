@@ -139,3 +139,12 @@ def test_a_file_that_is_not_a_motion_module_is_an_error_naming_it(tmp_path):
     missing = tiny(motion_adapter=str(tmp_path / "mm_sd_v15_v3.ckpt"))
     assert [(p.label, problem) for p, _, problem in missing_sources(missing)] == [
         ("AnimateDiff motion adapter", f"no file '{tmp_path / 'mm_sd_v15_v3.ckpt'}'")]
+
+
+def test_a_missing_relative_file_is_not_called_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourcesMissingError) as info:
+        build.build_livephoto(tiny(base_model="dreamshaper_8.safetensors", lora=("style.safetensors",)))
+    text = str(info.value)
+    assert "no file 'dreamshaper_8.safetensors'" in text and "LoRA 0 (--model.lora style.safetensors)" in text
+    assert "hf download" not in text
