@@ -24,7 +24,8 @@ from model.config import ModelSources
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m model.animate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True,
-                   help="mini (the trained model shipped in models/), a save_pretrained folder, or a preset built fresh: tiny, sd15")
+                   help="mini (the trained model shipped in models/), a save_pretrained folder, a training checkpoint, "
+                        "runs:/ or models:/ MLflow URI, a hub id (owner/name), or a preset built fresh: tiny, sd15")
     p.add_argument("--image", required=True, help="input photo (any format Pillow reads)")
     p.add_argument("--prompt", required=True, help="text describing the motion")
     p.add_argument("--intensity", type=int, default=5, help="motion intensity level 1..10")

@@ -9,7 +9,10 @@ benchmarks load models the same way:
 * a training checkpoint folder (``trainable.safetensors`` + ``state.json``, and ``ema.safetensors``
   when the run kept EMA weights, which are then the ones loaded, as for the run's final model);
 * an MLflow URI of any of these (``runs:/<run>/final_model``, ``models:/<name>/<version>``,
-  ``models:/<name>@<alias>``, ``mlflow-artifacts:/...``, ``s3://...``), downloaded first.
+  ``models:/<name>@<alias>``, ``mlflow-artifacts:/...``, ``s3://...``), downloaded first;
+* a Hugging Face hub id (``owner/name``, what ``LivePhotoPipeline.push_to_hub`` uploaded),
+  fetched with ``snapshot_download`` into the hub cache (from the cache alone when
+  ``local_files_only`` is set or ``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
@@ -32,18 +35,39 @@ CHECKPOINT_STATE = "state.json"
 
 def model_kind(source: str) -> str:
     """Where a model comes from: ``preset`` (a name in MODEL_PRESETS), ``mlflow`` (an artifact
-    or model URI) or ``path``."""
+    or model URI), ``hub`` (``owner/name`` that is no folder here) or ``path``."""
     from model.config import MODEL_PRESETS
+    from model.sources import is_hub_id
 
     if source in MODEL_PRESETS:
         return "preset"
     if source.startswith(MLFLOW_SCHEMES):
         return "mlflow"
+    if "/" in source and is_hub_id(source):
+        return "hub"
     return "path"
 
 
-def resolve_model_dir(source: str, tracking_uri: str | None = None, download_dir: str | None = None) -> Path:
-    """A local folder for ``source``: MLflow URIs are downloaded (into ``download_dir``), folders are checked."""
+def resolve_model_dir(
+    source: str, tracking_uri: str | None = None, download_dir: str | None = None, local_files_only: bool = False,
+) -> Path:
+    """A local folder for ``source``: MLflow URIs are downloaded (into ``download_dir``), hub ids
+    fetched into the hub cache, folders are checked."""
+    if model_kind(source) == "hub":
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            return Path(snapshot_download(source, local_files_only=local_files_only))
+        except LocalEntryNotFoundError as exc:
+            why = "downloads are off" if local_files_only else f"the hub is not reachable ({' '.join(str(exc).split())[:200]})"
+            raise ConfigError(
+                f"model: {source!r} is no folder on this machine, and as a Hugging Face hub id it is not in the cache "
+                f"and {why}. Download it once where there is internet (`hf download {source}`), then pass the "
+                "downloaded folder, or copy that cache here and set HF_HOME to it with HF_HUB_OFFLINE=1."
+            ) from None
+        except Exception as exc:  # RepositoryNotFoundError, HTTP errors, ...
+            raise ConfigError(f"model: could not fetch hub id {source!r} ({type(exc).__name__}: {exc})") from None
     if model_kind(source) == "mlflow":
         import mlflow.artifacts
 
@@ -93,7 +117,8 @@ def load_saved(source: str, tracking_uri: str | None = None, overrides: dict[str
 
     overrides = overrides or {}
     with tempfile.TemporaryDirectory(prefix="livephoto-model-") as tmp:
-        directory = pipeline_dir(resolve_model_dir(source, tracking_uri, download_dir=tmp))  # MLflow model -> its folder
+        offline = bool(overrides.get("local_files_only"))
+        directory = pipeline_dir(resolve_model_dir(source, tracking_uri, tmp, offline))  # MLflow model -> its folder
         if is_checkpoint(directory):
             return _load_checkpoint(directory, overrides)
         try:

@@ -112,9 +112,33 @@ class LivePhotoPipeline:
             pipe = cls.from_components(load_saved(name, tracking_uri, overrides))
         return pipe if torch_dtype is None else pipe.to(torch_dtype)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Network + scheduler + seed-built encoders; layout in :mod:`model.build`."""
+    def save_pretrained(self, directory: str | Path, push_to_hub: bool = False, repo_id: str | None = None, **hub_kwargs) -> None:
+        """Network + scheduler + seed-built encoders; layout in :mod:`model.build`. With
+        ``push_to_hub=True`` the folder is then uploaded to ``repo_id`` (see :meth:`push_to_hub`)."""
         save_components(self.components, directory)
+        if push_to_hub:
+            if not repo_id:
+                raise ValueError("repo_id: required with push_to_hub=True (e.g. 'you/livephoto-flags')")
+            self.push_to_hub(repo_id, folder=directory, **hub_kwargs)
+
+    def push_to_hub(self, repo_id: str, folder: str | Path | None = None, private: bool | None = None,
+                    token: str | None = None, commit_message: str = "Upload LivePhoto model") -> str:
+        """Upload the ``save_pretrained`` folder (written to a temporary one when ``folder`` is
+        None) to the hub repo ``repo_id`` (created if missing); ``from_pretrained(repo_id)`` loads
+        it back. A model on a pretrained base uploads its trainable parts only; its config names
+        the base, which the loading machine must have (or point ``base_model=`` at). Returns the commit URL."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="livephoto-push-") as tmp:
+            if folder is None:
+                folder = tmp
+                self.save_pretrained(folder)
+            info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+        return str(getattr(info, "commit_url", info))
 
     @property
     def components(self) -> LivePhotoComponents:

@@ -23,7 +23,7 @@ class ServeConfig:
     """The LivePhoto Serve app: which model, how its replicas scale, and the HTTP API's limits."""
 
     # --- the model
-    model: str = required("mini (shipped, trained) | tiny | sd15 | a save_pretrained folder | a training checkpoint folder | runs:/<run_id>/final_model | models:/<name>/<version>")
+    model: str = required("mini (shipped, trained) | tiny | sd15 | a save_pretrained folder | a training checkpoint folder | runs:/<run_id>/final_model | models:/<name>/<version> | a hub id owner/name (push_to_hub)")
     sources: ModelSources = nested(
         ModelSources, "where the model's pretrained parts come from on this machine (flags: --model.base_model DIR, ...)"
     )

@@ -276,3 +276,42 @@ def test_compile_unet_samples_the_same_video(photo):
     assert pipe.compile_unet(backend="eager").model.unet is compiled_once  # compiling twice keeps one wrapper
     compiled = pipe(photo, "a dog runs", seed=3, **CALL).frames
     assert np.abs(compiled - eager).max() < 1e-5
+
+
+def test_push_to_hub_and_from_pretrained_by_hub_id_round_trip_through_the_cache(photo, tmp_path, monkeypatch):
+    """Offline: the hub is stood in for by its cache layout (models--owner--name/refs/main +
+    snapshots/<commit>/); push_to_hub's upload lands there, from_pretrained("owner/name") reads it."""
+    import shutil
+
+    import huggingface_hub
+
+    from common.config import ConfigError
+
+    cache = tmp_path / "hub-cache"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    uploads = []
+
+    def upload_folder(self, *, repo_id, folder_path, commit_message=None, **kwargs):
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        commit = f"{len(uploads) + 1:040x}"
+        shutil.copytree(folder_path, repo / "snapshots" / commit)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+        uploads.append((repo_id, sorted(p.name for p in (repo / "snapshots" / commit).iterdir()), commit_message))
+        return f"https://huggingface.co/{repo_id}/commit/{commit}"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: repo_id)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    pipe = LivePhotoPipeline.from_pretrained("tiny")
+    pipe.set_progress_bar_config(disable=True)
+    url = pipe.push_to_hub("someone/livephoto-tiny")
+    assert url.endswith("/commit/" + "1".rjust(40, "0"))
+    assert uploads[0][0] == "someone/livephoto-tiny" and {"config.json", "livephoto.safetensors", "scheduler"} <= set(uploads[0][1])
+    loaded = LivePhotoPipeline.from_pretrained("someone/livephoto-tiny", local_files_only=True)
+    loaded.set_progress_bar_config(disable=True)
+    a, b = pipe(photo, "a dog runs", seed=1, **CALL).frames, loaded(photo, "a dog runs", seed=1, **CALL).frames
+    assert np.array_equal(a, b)
+    with pytest.raises(ConfigError, match=r"'someone/other' is no folder on this machine.*downloads are off.*hf download someone/other"):
+        LivePhotoPipeline.from_pretrained("someone/other", local_files_only=True)
+    with pytest.raises(ValueError, match="repo_id: required"):
+        pipe.save_pretrained(tmp_path / "x", push_to_hub=True)
