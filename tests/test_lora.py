@@ -114,6 +114,24 @@ def test_a_kohya_file_is_fused_with_its_alphas(base, kohya_lora):
     _check_fused(components, base["plain"], deltas, 1.0)
 
 
+def test_a_lora_saved_with_its_adapter_config_uses_that_alpha(base, tmp_path):
+    """diffusers' training scripts save LoraConfig (r, lora_alpha) in the file's metadata: alpha/rank != 1."""
+    from diffusers import StableDiffusionPipeline
+
+    layer = UNET_LAYERS[0]
+    a, b = _factors(base["unet2d"], layer, rank=4, seed=11)
+    ta, tb = _factors(base["text_encoder"], TEXT_LAYER, rank=4, seed=12)
+    StableDiffusionPipeline.save_lora_weights(
+        tmp_path, unet_lora_layers={f"{layer}.lora_A.weight": a, f"{layer}.lora_B.weight": b},
+        text_encoder_lora_layers={f"text_model.{TEXT_LAYER}.lora_A.weight": ta, f"text_model.{TEXT_LAYER}.lora_B.weight": tb},
+        unet_lora_adapter_metadata={"r": 4, "lora_alpha": 8, "target_modules": ["to_k"]},
+        text_encoder_lora_adapter_metadata={"r": 4, "lora_alpha": 2, "target_modules": ["q_proj"]},
+        safe_serialization=True,
+    )
+    components = build.build_livephoto(tiny(**{**vars_of(base["cfg"]), "lora": (str(tmp_path),)}))
+    _check_fused(components, base["plain"], {layer: 8 / 4 * b @ a, "text": 2 / 4 * tb @ ta}, 1.0)
+
+
 def test_several_loras_add_up(base, diffusers_lora, kohya_lora):
     (folder, d1), (path, d2) = diffusers_lora, kohya_lora
     components = build.build_livephoto(tiny(**{**vars_of(base["cfg"]), "lora": (str(folder), f"{path}:2")}))
