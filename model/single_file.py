@@ -143,4 +143,4 @@ def load_motion_adapter_file(path: str, norm_num_groups: int, local_files_only: 
     config = motion_adapter_config(checkpoint, norm_num_groups)
     folder = Path(tempfile.mkdtemp(prefix="livephoto-motion-adapter-config-"))
     _write(folder / "config.json", {"_class_name": "MotionAdapter", **config})
-    return MotionAdapter.from_single_file(path, config=str(folder), local_files_only=True)
+    return MotionAdapter.from_single_file(checkpoint, config=str(folder), local_files_only=True)  # read once
