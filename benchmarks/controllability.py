@@ -188,7 +188,7 @@ def make_manifests(args: argparse.Namespace, out: Path) -> dict[str, Path]:
 def train(chain: Chain, args: argparse.Namespace, dataset: Path, name: str, switches: dict, steps: int) -> Path:
     """One training run; an interrupted one resumes from its latest checkpoint."""
     run_dir = chain.out / "runs" / name
-    done = run_dir / "final_model" / "config.json"
+    done = run_dir / "final_model" / "model_index.json"
     resume = {}
     if not done.exists() and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
         resume = {"resume": "latest"}
@@ -319,9 +319,9 @@ def ship(final_model: Path, results_dir: Path) -> None:
 
     pipe = LivePhotoPipeline.from_pretrained(final_model)
     shutil.rmtree(SHIP_DIR, ignore_errors=True)
-    from model.build import save_components
-
-    save_components(pipe.components, SHIP_DIR, dtype=torch.float16)
+    pipe.unet.to(torch.float16)  # the network's weights in fp16 (from_pretrained loads them as float32), the encoders as they are
+    pipe.livephoto_adapter.to(torch.float16)
+    pipe.save_pretrained(SHIP_DIR)
     results = json.loads((results_dir / "results.json").read_text())
     (SHIP_DIR / "README.md").write_text(model_card(results))
     size = sum(f.stat().st_size for f in SHIP_DIR.rglob("*") if f.is_file()) / 2**20
@@ -346,6 +346,13 @@ def model_card(doc: dict) -> str:
         "or down as the text says (image-space words: \"the scene drifts to the left\", \"it moves up\"), at a",
         "motion intensity 1..10. Load it with `--model mini` (`python -m model.animate`, `python -m serve`,",
         "`jobs/evaluate.py`) or `LivePhotoPipeline.from_pretrained(\"mini\")`.",
+        "",
+        "## Files",
+        "A diffusers pipeline folder: `model_index.json`, `livephoto_adapter/` (the new parts: widened conv_in, content",
+        "projection and attention, text re-weighting), `motion_adapter/` (an AnimateDiff `MotionAdapter`), `unet/` (the SD",
+        "blocks, trained from scratch), `image_encoder/` (the small random DINOv2), `scheduler/`; the MiniLM text encoder is",
+        "referenced, not copied. `DiffusionPipeline.from_pretrained(\"models/livephoto-mini\", trust_remote_code=True)` loads",
+        "it too (`livephoto_pipeline.py` imports the installed class).",
         "",
         "## What it is",
         f"- The LivePhoto network at a tiny size: UNetMotionModel (channels {s['unet_channels']}), reference latent,",
@@ -435,8 +442,12 @@ def carried_results(args: argparse.Namespace, results_dir: Path, out: Path) -> d
         print(f"==> {path}: made with another set-up ({', '.join(changed)}); nothing carried over", flush=True)
         return empty
     steps = {"main": args.steps, "main_at_ablation_steps": args.ablation_steps, **{a: args.ablation_steps for a in ABLATIONS}}
+    # a model this invocation runs is re-read from --out when its evaluation is there; one it does not run (an
+    # ablation left out of --ablations) is always carried, so a subset invocation keeps the other entries
+    runs = {"main", "main_at_ablation_steps", *args.ablations}
     models = {name: {"date": old["date"], **entry} for name, entry in old.get("models", {}).items()
-              if entry.get("training_steps") == steps.get(name) and not (out / "eval" / name / "summary.json").exists()}
+              if entry.get("training_steps") == steps.get(name)
+              and not (name in runs and (out / "eval" / name / "summary.json").exists())}
     if "main" not in models:  # the samples and the comparison baseline belong to the main run
         models.pop("main_at_ablation_steps", None)
     minutes = {k: v for k, v in old.get("stage_minutes", {}).items() if any(k.endswith(f" {n}") for n in models)}

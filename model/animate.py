@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compile:
         pipe.compile_unet()
     pipe.set_progress_bar_config(disable=args.no_progress)
-    cfg = pipe.config
+    cfg = pipe.cfg
     size = args.size or cfg.resolution
     try:
         out = pipe(

@@ -1,32 +1,24 @@
-"""Build, save and load the LivePhoto network and everything sampling needs.
+"""Build the LivePhoto network and everything sampling needs; take a trained one apart for saving.
 
-* :func:`build_network` - the :class:`~model.network.LivePhotoModel` for a ModelConfig: SD 1.5's
-  UNet (or a tiny random one) + a MotionAdapter (AnimateDiff v1.5, or fresh) + the new parts.
-* :func:`build_livephoto` - network + VAE + CLIP text encoder + tokenizer + DINOv2 + scheduler.
+* :func:`build_network` / :func:`assemble_network` - the :class:`~model.network.LivePhotoModel`
+  for a ModelConfig: SD 1.5's UNet (or a tiny random one) + a MotionAdapter (AnimateDiff, or
+  fresh) + a :class:`~model.adapter.LivePhotoAdapter` (given, or fresh) for the new parts.
+* :func:`build_livephoto` - network + VAE + text encoder + tokenizer + DINOv2 + scheduler.
 * :func:`build_sd15_architecture` - the sd15-sized components with random weights, no download
   (for the GPU benchmark; not meant to be saved).
-* :func:`save_network` / :func:`load_network` - the ``save_pretrained`` layout::
-
-      DIR/config.json             {"format", "model": ModelConfig as dict, "image_dim", "weights"}
-      DIR/livephoto.safetensors   weights: "full" (every tensor) when cfg.base_model is None,
-                                  else "trainable" (conv_in, motion, content, reweight only; the
-                                  frozen SD 1.5 blocks are re-read from cfg.base_model)
-
-  :func:`save_components` adds, for the pipeline, ``DIR/scheduler/`` and, for each frozen
-  encoder built from a seed rather than a source, ``DIR/vae/``, ``DIR/text_encoder/``,
-  ``DIR/image_encoder/`` (safetensors), so a saved tiny model is self-contained.
+* :func:`motion_adapter_of` / :func:`base_unet_of` - a trained network's motion modules as a
+  ``MotionAdapter`` and its SD blocks as a ``UNet2DConditionModel``: the components
+  ``LivePhotoPipeline.save_pretrained`` writes (model/pipeline.py has the folder layout).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from common.config import from_dict, to_dict
 from model import encoders
 from model.config import ModelConfig
 from model.encoders import SEED_OFFSETS, _how, frozen, load_pretrained, seeded
@@ -34,12 +26,6 @@ from model.lora import fuse_loras
 from model.network import LivePhotoModel
 from model.single_file import base_configs, is_single_file, load_base_component, load_motion_adapter_file
 from model.sources import require_sources
-
-CONFIG_NAME = "config.json"
-MLFLOW_ARTIFACT = "pipeline"
-"""Name of the ``save_pretrained`` folder among an MLflow model's artifacts (``model.mlflow_model``)."""
-WEIGHTS_NAME = "livephoto.safetensors"
-FORMAT = "livephoto-1"
 
 SD15_UNET_CONFIG: dict[str, Any] = dict(
     sample_size=64,
@@ -172,11 +158,21 @@ def build_base_unet(cfg: ModelConfig):
 
 
 def build_network(cfg: ModelConfig, image_dim: int | None = None) -> LivePhotoModel:
-    """The LivePhoto network for ``cfg`` in eval mode (as diffusers' ``from_pretrained``; call
-    ``.train()`` to train); trainable groups have ``requires_grad``, the rest is frozen."""
+    """The LivePhoto network for ``cfg`` with fresh new parts, in eval mode (as diffusers'
+    ``from_pretrained``; call ``.train()`` to train); trainable groups have ``requires_grad``,
+    the rest is frozen."""
     require_sources(cfg)
+    return assemble_network(cfg, image_dim=encoders.encoder_dims(cfg)["image_dim"] if image_dim is None else image_dim)
+
+
+def assemble_network(cfg: ModelConfig, unet2d=None, motion_adapter=None, adapter=None, image_dim: int | None = None) -> LivePhotoModel:
+    """``LivePhotoModel`` from its parts, each built from ``cfg`` (sources or seeds) when None:
+    the SD blocks ``unet2d`` (``UNet2DConditionModel``), the ``motion_adapter``, and the new
+    parts ``adapter`` (a fresh one needs ``image_dim``)."""
+    unet2d = build_unet2d(cfg) if unet2d is None else unet2d
+    motion_adapter = build_motion_adapter(cfg, unet2d) if motion_adapter is None else motion_adapter
+    unet = motion_unet(unet2d, motion_adapter)
     dims = encoders.encoder_dims(cfg)
-    unet = build_base_unet(cfg)
     if dims["text_dim"] != unet.config.cross_attention_dim:
         raise ValueError(
             f"text_encoder: {cfg.text_encoder!r} gives {dims['text_dim']}-wide embeddings but the base UNet's "
@@ -184,7 +180,7 @@ def build_network(cfg: ModelConfig, image_dim: int | None = None) -> LivePhotoMo
             "(for SD 1.5: its own CLIP ViT-L/14, text_encoder=None)"
         )
     alphas = build_scheduler(cfg).alphas_cumprod if cfg.reference_skip else None
-    return LivePhotoModel(cfg, unet, dims["image_dim"] if image_dim is None else image_dim, alphas).eval()
+    return LivePhotoModel(cfg, unet, image_dim, alphas, adapter=adapter).eval()
 
 
 # --------------------------------------------------------------------------- scheduler
@@ -289,100 +285,42 @@ def build_sd15_architecture(cfg: ModelConfig | None = None) -> LivePhotoComponen
     )
 
 
-# --------------------------------------------------------------------------- save / load
+# --------------------------------------------------------------------------- export
 
 
-def save_network(model: LivePhotoModel, directory: str | Path, dtype=None) -> None:
-    """``config.json`` + ``livephoto.safetensors`` (full weights for a random base, else trainable
-    parts only), in ``dtype`` when given (e.g. ``torch.float16`` halves the file; loading casts
-    back to the model's dtype)."""
-    from safetensors.torch import save_file
+def motion_adapter_of(unet) -> Any:
+    """The motion modules of a ``UNetMotionModel`` as a ``MotionAdapter`` (copies of the weights,
+    in the UNet's dtype): what ``LivePhotoPipeline.save_pretrained`` writes to ``motion_adapter/``."""
+    from diffusers import MotionAdapter
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    full = model.cfg.base_model is None
-    state = model.state_dict() if full else model.trainable_state_dict()
-    save_file({k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in state.items()}, directory / WEIGHTS_NAME)
-    meta = {"format": FORMAT, "model": to_dict(model.cfg), "image_dim": model.image_dim, "weights": "full" if full else "trainable"}
-    (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def read_config(directory: str | Path, **overrides) -> tuple[ModelConfig, dict[str, Any]]:
-    """The saved ModelConfig (with ``overrides`` applied) and the raw ``config.json``."""
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise encoders.WeightsNotFoundError(
-            "LivePhoto model", str(directory), f"Expected {CONFIG_NAME} and {WEIGHTS_NAME} written by save_pretrained."
+    c = unet.config
+    with seeded(0):
+        adapter = MotionAdapter(
+            block_out_channels=tuple(c.block_out_channels), motion_layers_per_block=c.layers_per_block,
+            motion_transformer_layers_per_block=c.temporal_transformer_layers_per_block,
+            motion_mid_block_layers_per_block=c.mid_block_layers,
+            motion_transformer_layers_per_mid_block=c.temporal_transformer_layers_per_mid_block,
+            motion_num_attention_heads=c.motion_num_attention_heads, motion_norm_num_groups=c.norm_num_groups,
+            motion_max_seq_length=c.motion_max_seq_length, use_motion_mid_block=c.use_motion_mid_block,
         )
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
-    return from_dict(ModelConfig, {**meta["model"], **overrides}), meta
+    adapter.load_state_dict({k: v for k, v in unet.state_dict().items() if ".motion_modules." in k})  # strict: every key
+    return adapter if unet.dtype == torch.float32 else adapter.to(unet.dtype)
 
 
-def pipeline_dir(directory: str | Path) -> Path:
-    """The ``save_pretrained`` folder inside an MLflow model folder (``MLmodel`` +
-    ``artifacts/pipeline/``, written by ``model.mlflow_model``), else ``directory`` itself."""
-    directory = Path(directory)
-    inner = directory / "artifacts" / MLFLOW_ARTIFACT
-    return inner if (directory / "MLmodel").is_file() and inner.is_dir() else directory
-
-
-def load_network(directory: str | Path, **overrides) -> LivePhotoModel:
-    """Inverse of :func:`save_network`; the frozen base comes from ``cfg.base_model`` when only
-    trainable weights were saved. Tensors are read with safetensors (nothing is unpickled)."""
-    from safetensors.torch import load_file
-
-    cfg, meta = read_config(directory, **overrides)
-    full = meta["weights"] == "full"
-    # full weights already hold the fused LoRAs: build the random base without them (no LoRA file needed)
-    model = build_network(replace(cfg, lora=()) if full else cfg, meta["image_dim"])
-    model.cfg = cfg
-    state = load_file(Path(directory) / WEIGHTS_NAME)
-    if full:
-        model.load_state_dict(state, strict=True)
-    else:
-        model.load_trainable_state_dict(state)
-    return model
-
-
-def save_components(components: LivePhotoComponents, directory: str | Path, dtype=None) -> None:
-    """The network (:func:`save_network`, in ``dtype`` when given), the scheduler and every
-    seed-built frozen encoder."""
-    directory = Path(directory)
-    cfg = components.model.cfg
-    save_network(components.model, directory, dtype)
-    components.scheduler.save_pretrained(directory / "scheduler")
-    if cfg.base_model is None and cfg.autoencoder == "vae":
-        components.vae.save_pretrained(directory / "vae")
-    if cfg.base_model is None and cfg.text_encoder is None and cfg.autoencoder == "vae":
-        components.text_encoder.save_pretrained(directory / "text_encoder")
-    if cfg.image_encoder is None and components.image_encoder is not None:
-        components.image_encoder.save_pretrained(directory / "image_encoder")
-
-
-def load_components(directory: str | Path, **overrides) -> LivePhotoComponents:
-    """Inverse of :func:`save_components` (pretrained encoders come from the sources the config names)."""
-    import diffusers
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, Dinov2Model
-
-    directory = Path(directory)
-    model = load_network(directory, **overrides)
-    cfg = model.cfg
-    sub = {name: directory / name for name in ("vae", "text_encoder", "image_encoder", "scheduler")}
-    vae = frozen(AutoencoderKL.from_pretrained(sub["vae"])) if sub["vae"].is_dir() else encoders.load_vae(cfg)
-    text_encoder = (
-        frozen(CLIPTextModel.from_pretrained(sub["text_encoder"])) if sub["text_encoder"].is_dir() else encoders.load_text_encoder(cfg)
-    )
-    image_encoder = None
-    if cfg.use_content_encoder:
-        image_encoder = (
-            frozen(Dinov2Model.from_pretrained(sub["image_encoder"])) if sub["image_encoder"].is_dir() else encoders.load_image_encoder(cfg)
-        )
-    saved = diffusers.DDIMScheduler.load_config(sub["scheduler"]) if sub["scheduler"].is_dir() else None
-    scheduler = build_scheduler(cfg, saved)
-    return LivePhotoComponents(
-        model=model, vae=vae, text_encoder=text_encoder, tokenizer=encoders.build_tokenizer(cfg),
-        image_encoder=image_encoder, scheduler=scheduler,
-    )
+def base_unet_of(model: LivePhotoModel) -> Any:
+    """The SD blocks of the network as a 4-channel ``UNet2DConditionModel`` (copies): what
+    ``save_pretrained`` writes to ``unet/`` when the base has no source or was trained. Its
+    ``conv_in`` is the first latent channels of the adapter's."""
+    unet2d = build_unet2d(replace(model.cfg, lora=()))  # the base's architecture (its weights are replaced)
+    state = {
+        k: v for k, v in model.unet.state_dict().items()
+        if ".motion_modules." not in k and ".processor." not in k and not k.startswith("conv_in.")
+    }
+    missing, unexpected = unet2d.load_state_dict(state, strict=False)
+    if sorted(missing) != ["conv_in.bias", "conv_in.weight"] or unexpected:
+        raise ValueError(f"unet: the network's SD blocks do not match the base architecture ({missing[:3]}, {unexpected[:3]})")
+    conv = model.unet.conv_in
+    with torch.no_grad():
+        unet2d.conv_in.weight.copy_(conv.weight[:, : unet2d.config.in_channels])
+        unet2d.conv_in.bias.copy_(conv.bias)
+    return unet2d if model.dtype == unet2d.dtype else unet2d.to(model.dtype)

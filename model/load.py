@@ -4,7 +4,8 @@
 or a shipped model name, so the animate CLI, the Serve replicas, the evaluation job and the
 benchmarks load models the same way:
 
-* a ``save_pretrained`` folder (model/build.py's layout);
+* a ``save_pretrained`` folder (``model_index.json`` + component folders; layout in
+  ``LivePhotoPipeline``'s docstring);
 * an MLflow model folder around one (``MLmodel`` + ``artifacts/pipeline/``, model/mlflow_model.py);
 * a training checkpoint folder (``trainable.safetensors`` + ``state.json``, and ``ema.safetensors``
   when the run kept EMA weights, which are then the ones loaded, as for the run's final model);
@@ -22,9 +23,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common.config import ConfigError, from_dict
+from common.config import ConfigError, from_dict, to_dict
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "hdfs://", "file://")
+MODEL_INDEX = "model_index.json"
+PIPELINE_MODULE = "livephoto_pipeline"
+"""The module file ``save_pretrained`` writes beside ``model_index.json`` (diffusers' custom-pipeline convention)."""
+PIPELINE_SHIM = (
+    "# LivePhoto (arXiv 2312.02928). DiffusionPipeline.from_pretrained(<this folder>, trust_remote_code=True)\n"
+    "# imports the pipeline class from the installed livephoto package; this file holds no model code.\n"
+    "from model.pipeline import LivePhotoPipeline  # noqa: F401\n"
+)
+OLD_FORMAT = "livephoto-1"
+"""The layout before model_index.json (config.json + livephoto.safetensors): recognised, to say so."""
+MLFLOW_ARTIFACT = "pipeline"
+"""Name of the ``save_pretrained`` folder among an MLflow model's artifacts (``model.mlflow_model``)."""
 CHECKPOINT_TRAINABLE = "trainable.safetensors"
 """A training checkpoint's trainable weights (written by training/loop.py)."""
 CHECKPOINT_EMA = "ema.safetensors"
@@ -108,11 +121,40 @@ def is_checkpoint(directory: Path) -> bool:
     return (directory / CHECKPOINT_STATE).is_file() and (directory / CHECKPOINT_TRAINABLE).is_file()
 
 
-def load_saved(source: str, tracking_uri: str | None = None, overrides: dict[str, Any] | None = None):
-    """The :class:`~model.build.LivePhotoComponents` of a saved model (any form in the module
+def pipeline_dir(directory: str | Path) -> Path:
+    """The ``save_pretrained`` folder inside an MLflow model folder (``MLmodel`` +
+    ``artifacts/pipeline/``, written by ``model.mlflow_model``), else ``directory`` itself."""
+    directory = Path(directory)
+    inner = directory / "artifacts" / MLFLOW_ARTIFACT
+    return inner if (directory / "MLmodel").is_file() and inner.is_dir() else directory
+
+
+def read_model_config(directory: str | Path, overrides: dict[str, Any] | None = None):
+    """The ModelConfig of a ``save_pretrained`` folder (its ``model_index.json``), ``overrides`` applied."""
+    from model.config import ModelConfig
+    from model.encoders import WeightsNotFoundError
+
+    directory = Path(directory)
+    path = directory / MODEL_INDEX
+    if not path.is_file():
+        old = directory / "config.json"
+        if old.is_file() and json.loads(old.read_text()).get("format") == OLD_FORMAT:
+            raise ConfigError(
+                f"model: {directory} was saved in the old {OLD_FORMAT!r} layout (config.json + livephoto.safetensors), "
+                f"which this version no longer reads; re-save it with the version that wrote it, or retrain"
+            )
+        raise WeightsNotFoundError("LivePhoto model", str(directory), f"Expected {MODEL_INDEX} written by LivePhotoPipeline.save_pretrained.")
+    index = json.loads(path.read_text())
+    if "model_config" not in index:
+        raise ConfigError(f"model: {path} has no 'model_config': not a LivePhoto pipeline (its _class_name is {index.get('_class_name')!r})")
+    return from_dict(ModelConfig, {**index["model_config"], **(overrides or {})}, prefix="model")
+
+
+def load_saved(pipeline_cls, source: str, tracking_uri: str | None = None, overrides: dict[str, Any] | None = None,
+               components: dict[str, Any] | None = None):
+    """``pipeline_cls`` (``LivePhotoPipeline``) of a saved model (any form in the module
     docstring); ``overrides`` (ModelConfig fields, e.g. ``base_model``) say where its pretrained
-    parts come from on this machine."""
-    from model.build import load_components, pipeline_dir
+    parts come from on this machine, ``components`` replace saved ones."""
     from model.encoders import WeightsNotFoundError
 
     overrides = overrides or {}
@@ -120,31 +162,31 @@ def load_saved(source: str, tracking_uri: str | None = None, overrides: dict[str
         offline = bool(overrides.get("local_files_only"))
         directory = pipeline_dir(resolve_model_dir(source, tracking_uri, tmp, offline))  # MLflow model -> its folder
         if is_checkpoint(directory):
-            return _load_checkpoint(directory, overrides)
+            return _load_checkpoint(pipeline_cls, directory, overrides, components or {})
         try:
-            return load_components(directory, **overrides)
+            return pipeline_cls.from_folder(directory, overrides, components)
         except WeightsNotFoundError as exc:
-            if exc.component == "LivePhoto model":  # no config.json: not a model folder at all
+            if exc.component == "LivePhoto model":  # no model_index.json: not a model folder at all
                 raise ConfigError(f"model: {source!r} is not a LivePhoto save_pretrained folder or training checkpoint ({exc})") from None
             raise  # the model is fine; its pretrained parts are missing here (the message lists them)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, KeyError) as exc:
             raise ConfigError(f"model: {source!r} is not a LivePhoto save_pretrained folder or training checkpoint ({exc})") from None
 
 
-def _load_checkpoint(directory: Path, overrides: dict[str, Any]):
-    """A training checkpoint: rebuild the network from its ModelConfig, load the trained weights
+def _load_checkpoint(pipeline_cls, directory: Path, overrides: dict[str, Any], components: dict[str, Any]):
+    """A training checkpoint: rebuild the pipeline from its ModelConfig, load the trained weights
     (their EMA where the run kept one, as the run's final model does)."""
     from safetensors.torch import load_file
 
-    from model.build import build_livephoto
     from model.config import ModelConfig
 
     meta = json.loads((directory / CHECKPOINT_STATE).read_text())
     if "model" not in meta:
         raise ConfigError(f"model: {directory / CHECKPOINT_STATE} has no 'model' section; not a training checkpoint")
-    components = build_livephoto(from_dict(ModelConfig, {**meta["model"], **overrides}, prefix="model"))
+    cfg = from_dict(ModelConfig, {**meta["model"], **overrides}, prefix="model")
+    pipe = pipeline_cls(model_config=to_dict(cfg), **components)
     state = load_file(directory / CHECKPOINT_TRAINABLE)
     if (directory / CHECKPOINT_EMA).is_file():
         state.update(load_file(directory / CHECKPOINT_EMA))
-    components.model.load_trainable_state_dict(state)
-    return components
+    pipe.model.load_trainable_state_dict(state)
+    return pipe

@@ -10,7 +10,7 @@
 ``save_pretrained`` folder as its artifact ``pipeline`` and this package's ``model/`` and
 ``common/`` code, so it loads without this repository checked out; its pip requirements are the
 versions installed when it was saved. Training logs every final model this way
-(``training.tracking``), and Serve loads these folders too (``model.build.pipeline_dir``).
+(``training.tracking``), and Serve loads these folders too (``model.load.pipeline_dir``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from model.build import MLFLOW_ARTIFACT as ARTIFACT
-from model.build import read_config
+from model.load import MLFLOW_ARTIFACT as ARTIFACT
+from model.load import read_model_config
 
 VIDEO_FORMATS = ("gif", "mp4")
 REQUIREMENTS = ("torch", "diffusers", "transformers", "safetensors", "einops", "numpy", "pillow", "av", "tqdm", "mlflow", "pandas")
@@ -70,7 +70,7 @@ def save_mlflow_model(pipeline_dir: str | Path, path: str | Path) -> Path:
     """Write an MLflow model folder at ``path`` around the ``save_pretrained`` folder ``pipeline_dir``."""
     import mlflow.pyfunc
 
-    cfg, _ = read_config(pipeline_dir)
+    cfg = read_model_config(pipeline_dir)
     root = Path(__file__).resolve().parents[1]
     mlflow.pyfunc.save_model(
         path=str(path),
@@ -124,7 +124,7 @@ class LivePhotoPythonModel(PythonModel):
         self.pipe = LivePhotoPipeline.from_pretrained(context.artifacts[ARTIFACT])
         self.pipe.to("cuda" if torch.cuda.is_available() else "cpu")
         self.pipe.set_progress_bar_config(disable=True)
-        self.defaults = {p.name: p.default for p in signature(self.pipe.config.num_frames).params}
+        self.defaults = {p.name: p.default for p in signature(self.pipe.cfg.num_frames).params}
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         import pandas as pd
@@ -139,7 +139,7 @@ class LivePhotoPythonModel(PythonModel):
         if frame.empty:
             raise ValueError("model_input: no rows")
         images = [decode_image(v, i) for i, v in enumerate(frame["image"])]
-        size = self.pipe.config.resolution
+        size = self.pipe.cfg.resolution
         out = self.pipe(
             images, [str(p) for p in frame["prompt"]], intensity=[int(v) for v in frame["intensity"]],
             negative_prompt=str(params["negative_prompt"]), num_frames=int(params["num_frames"]), height=size, width=size,

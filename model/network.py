@@ -18,7 +18,7 @@ fed with the re-weighted text embeddings (``tests/test_model_network.py`` checks
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,18 +27,15 @@ from diffusers.utils import BaseOutput
 from einops import rearrange, repeat
 from torch import nn
 
+from model.adapter import (
+    ImageCrossAttention, LivePhotoAdapter, TextReweighting, input_channels, spatial_attentions, spatial_cross_attentions,
+)
 from model.config import ModelConfig
 from model.encoders import TOKENIZER_MAX_LENGTH, SEED_OFFSETS, seeded
 
 TRAINABLE_GROUPS = ("conv_in", "motion", "content", "reweight")
 BASE_GROUP = "base"  # the SD blocks; trainable only when built from scratch (tiny)
 """Parameter groups that train; everything else (SD 1.5 blocks) stays frozen."""
-
-def input_channels(cfg: ModelConfig, latent_channels: int = 4) -> int:
-    """Channels per frame at the UNet input for the ``use_*`` switches of ``cfg`` (10 with all on
-    and 4 latent channels; 3*p*p instead of 4 in pixel space)."""
-    return latent_channels * (1 + cfg.use_reference_latent) + int(cfg.use_frame_embedding) + int(cfg.use_intensity)
-
 
 def frame_embedding(num_frames: int, batch: int, height: int, width: int, *, device=None, dtype=None) -> torch.Tensor:
     """Frame-index map (batch, 1, frames, height, width): 0 at the first frame rising linearly to 1 at the last."""
@@ -134,81 +131,18 @@ class ContentAttnProcessor(TextAttnProcessor):
 
         to_out(attn(q, k(text), v(text), text_mask) + out_ip(attn(q, k_ip(image), v_ip(image))))
 
-    ``to_k_ip`` / ``to_v_ip`` start as copies of the frozen ``to_k`` / ``to_v``; ``out_ip``
-    starts at zero, so the processor equals :class:`TextAttnProcessor` at initialisation.
+    The projections belong to the :class:`~model.adapter.LivePhotoAdapter` (``content_attn``):
+    ``to_k_ip`` / ``to_v_ip`` start as copies of the frozen ``to_k`` / ``to_v``, ``out_ip`` at
+    zero, so the processor equals :class:`TextAttnProcessor` at initialisation.
     """
 
-    def __init__(self, attn: Attention, text_tokens: int = TOKENIZER_MAX_LENGTH):
+    def __init__(self, branch: ImageCrossAttention, text_tokens: int = TOKENIZER_MAX_LENGTH):
         super().__init__(text_tokens)
-        inner_dim = attn.to_k.out_features
-        self.to_k_ip = nn.Linear(attn.to_k.in_features, inner_dim, bias=attn.to_k.bias is not None)
-        self.to_v_ip = nn.Linear(attn.to_v.in_features, inner_dim, bias=attn.to_v.bias is not None)
-        self.to_k_ip.load_state_dict(attn.to_k.state_dict())
-        self.to_v_ip.load_state_dict(attn.to_v.state_dict())
-        self.out_ip = nn.Linear(inner_dim, inner_dim, bias=False)
-        nn.init.zeros_(self.out_ip.weight)
+        # the adapter's modules themselves (shared, not copied): training the network trains the adapter
+        self.to_k_ip, self.to_v_ip, self.out_ip = branch.to_k_ip, branch.to_v_ip, branch.out_ip
 
     def image_branch(self, attn: Attention, query: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return self.out_ip(self._attend(attn, query, self.to_k_ip(image), self.to_v_ip(image)))
-
-
-def spatial_attentions(unet: nn.Module) -> Iterable[tuple[str, Attention]]:
-    """The UNet's spatial attention layers (``...attentions.*.attn1`` / ``attn2``; not motion modules)."""
-    for name, module in unet.named_modules():
-        if isinstance(module, Attention) and "motion_modules" not in name:
-            yield name, module
-
-
-def spatial_cross_attentions(unet: nn.Module) -> Iterable[tuple[str, Attention]]:
-    """The UNet's spatial text cross-attention layers (``...attentions.*.attn2``; not motion modules)."""
-    for name, module in spatial_attentions(unet):
-        if module.is_cross_attention:
-            yield name, module
-
-
-# --------------------------------------------------------------------------- text re-weighting
-
-
-class TextReweighting(nn.Module):
-    """Per-token weights in (0, 1] for the text encoder's token embeddings (paper Sec. 3.3).
-
-    ``layers`` pre-norm transformer encoder layers -> LayerNorm -> linear -> sigmoid, as the
-    paper has it; with ``normalize`` (the default) each caption's weights are then divided by
-    the largest weight among its real tokens. The paper's plain sigmoid can close the text
-    path: early in training the caption is noise to the network, the gradient drives every
-    weight towards 0, the sigmoid saturates, its gradient vanishes, and the gate never
-    reopens (measured here: mean weight 8e-5 after 450 steps; docs/MODEL.md). Normalised, the
-    strongest token always has weight 1, so the module can only re-weight the caption, not
-    switch it off, and a low-saturated sigmoid still passes gradient through the ratios
-    (``sigmoid(a) / sigmoid(b)`` tends to ``exp(a - b)``).
-    Padding tokens (``attention_mask == 0``) are masked as keys, so they never change the
-    weights of the prompt's real tokens; they get a weight of their own, which the
-    cross-attention ignores when it is given the mask.
-    """
-
-    def __init__(self, dim: int, layers: int, heads: int, normalize: bool = True):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"reweight_heads: {heads} does not divide the text width {dim}")
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, 1)
-        self.normalize = normalize
-
-    def forward(self, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``prompt_embeds`` (batch, tokens, dim), ``attention_mask`` (batch, tokens) 1 = real -> (batch, tokens) in (0, 1]."""
-        padding = None if attention_mask is None else attention_mask.to(prompt_embeds.device) == 0
-        hidden = self.encoder(prompt_embeds, src_key_padding_mask=padding)
-        logits = self.head(self.norm(hidden)).float().squeeze(-1)
-        if not self.normalize:
-            return torch.sigmoid(logits).to(prompt_embeds.dtype)
-        log_gate = F.logsigmoid(logits)  # the ratio in log space: exact even where the sigmoid underflows
-        real = log_gate if padding is None else log_gate.masked_fill(padding, float("-inf"))
-        gate = torch.exp(log_gate - real.amax(dim=1, keepdim=True)).clamp(max=1.0)  # padding may exceed the strongest real token
-        return gate.to(prompt_embeds.dtype)
 
 
 # --------------------------------------------------------------------------- the network
@@ -225,46 +159,62 @@ class LivePhotoOutput(BaseOutput):
 class LivePhotoModel(nn.Module):
     """The LivePhoto denoiser: ``UNetMotionModel`` + 10-channel input + content encoder + text re-weighting.
 
-    Built by :func:`model.build.build_network` (or ``from_pretrained``); ``__init__`` takes the
-    base 4-channel ``UNetMotionModel`` and attaches the new parts per ``cfg.use_*``.
+    ``__init__`` takes the base 4-channel ``UNetMotionModel`` and installs the new parts of a
+    :class:`~model.adapter.LivePhotoAdapter` into it (the adapter's modules themselves: its
+    ``conv_in`` replaces the UNet's, its image branches go into the spatial cross-attentions'
+    processors); with ``adapter=None`` a fresh one is made for ``cfg`` (``from_unet``). The
+    parameter names are those of the assembled network (``unet.conv_in.*``, ``content_proj.*``,
+    ``unet...attn2.processor.to_k_ip.*``, ``reweight.*``): what training checkpoints hold.
+    Built by :func:`model.build.build_network` or by ``LivePhotoPipeline``.
     """
 
-    def __init__(self, cfg: ModelConfig, unet: nn.Module, image_dim: int, alphas_cumprod: torch.Tensor | None = None):
+    def __init__(
+        self, cfg: ModelConfig, unet: nn.Module, image_dim: int | None = None, alphas_cumprod: torch.Tensor | None = None,
+        adapter: LivePhotoAdapter | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
-        self.image_dim = image_dim
         self.unet = unet
         if cfg.reference_skip and alphas_cumprod is None:
             raise ValueError("reference_skip: needs the noise schedule's alphas_cumprod")
         # the training / sampling schedule (not a weight: rebuilt from the config, never saved)
         self.register_buffer("alphas_cumprod", None if alphas_cumprod is None else alphas_cumprod.float(), persistent=False)
-        text_dim = unet.config.cross_attention_dim
-        tokens = cfg.text_max_length
-        with seeded(cfg.seed + SEED_OFFSETS["livephoto"]):
-            self._widen_conv_in(input_channels(cfg, self.latent_channels))
-            self.content_proj = nn.Linear(image_dim, text_dim) if cfg.use_content_encoder else None
-            for _, attn in spatial_attentions(unet):
-                content = cfg.use_content_encoder and attn.is_cross_attention
-                attn.set_processor(ContentAttnProcessor(attn, tokens) if content else TextAttnProcessor(tokens))
-            self.reweight = (
-                TextReweighting(text_dim, cfg.reweight_layers, cfg.reweight_heads, cfg.reweight_normalize)
-                if cfg.use_text_reweighting else None
-            )
+        if adapter is None:
+            if cfg.use_content_encoder and image_dim is None:
+                raise ValueError("image_dim: required to build the content encoder's projection")
+            with seeded(cfg.seed + SEED_OFFSETS["livephoto"]):
+                adapter = LivePhotoAdapter.from_unet(unet, cfg, image_dim)
+        self._check_adapter(adapter)
+        object.__setattr__(self, "adapter", adapter)  # reachable, not a submodule: its parameters are the ones below
+        self.image_dim = adapter.config.image_dim
+        if unet.conv_in is not adapter.conv_in:
+            unet.conv_in = adapter.conv_in
+            unet.register_to_config(in_channels=adapter.config.in_channels)
+        self.content_proj = adapter.content_proj
+        self.reweight = adapter.reweight
+        for name, attn in spatial_attentions(unet):
+            branch = adapter.image_attention(name) if attn.is_cross_attention else None
+            attn.set_processor(ContentAttnProcessor(branch, cfg.text_max_length) if branch else TextAttnProcessor(cfg.text_max_length))
         self.set_trainable(TRAINABLE_GROUPS)
 
-    def _widen_conv_in(self, channels: int) -> None:
-        """Replace ``unet.conv_in`` by a ``channels``-input conv: pretrained weights in the first 4, zeros after."""
-        old = self.unet.conv_in
-        if channels == old.in_channels:
-            return
-        new = nn.Conv2d(channels, old.out_channels, old.kernel_size, old.stride, old.padding)
-        new.to(device=old.weight.device, dtype=old.weight.dtype)
-        with torch.no_grad():
-            new.weight.zero_()
-            new.weight[:, : old.in_channels] = old.weight
-            new.bias.copy_(old.bias)
-        self.unet.conv_in = new
-        self.unet.register_to_config(in_channels=channels)
+    def _check_adapter(self, adapter: LivePhotoAdapter) -> None:
+        """The adapter must match the ``use_*`` switches of ``cfg`` and the UNet it goes into."""
+        cfg, config = self.cfg, adapter.config
+        problems = []
+        if config.in_channels != input_channels(cfg, self.latent_channels):
+            problems.append(f"conv_in takes {config.in_channels} channels, the config's inputs are {input_channels(cfg, self.latent_channels)}")
+        if (config.image_dim is not None) != cfg.use_content_encoder:
+            problems.append(f"content encoder {'present' if config.image_dim is not None else 'absent'}, use_content_encoder={cfg.use_content_encoder}")
+        if (config.reweight_layers is not None) != cfg.use_text_reweighting:
+            problems.append(f"re-weighting {'present' if config.reweight_layers is not None else 'absent'}, use_text_reweighting={cfg.use_text_reweighting}")
+        if config.cross_attention_dim != self.unet.config.cross_attention_dim:
+            problems.append(f"width {config.cross_attention_dim}, the UNet's cross-attention {self.unet.config.cross_attention_dim}")
+        if config.image_dim is not None:
+            names = sorted(name for name, _ in spatial_cross_attentions(self.unet))
+            if names != sorted(config.cross_attentions):
+                problems.append("its cross-attention layers are not the UNet's")
+        if problems:
+            raise ValueError("livephoto_adapter: does not fit this model: " + "; ".join(problems))
 
     # ------------------------------------------------------------------ properties
 
@@ -461,18 +411,3 @@ class LivePhotoModel(nn.Module):
 
     def disable_gradient_checkpointing(self) -> None:
         self.unet.disable_gradient_checkpointing()
-
-    # ------------------------------------------------------------------ save / load
-
-    def save_pretrained(self, directory) -> None:
-        """Write ``config.json`` + ``livephoto.safetensors``; see :mod:`model.build` for the layout."""
-        from model.build import save_network
-
-        save_network(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory, **overrides) -> "LivePhotoModel":
-        """Inverse of :meth:`save_pretrained`; ``overrides`` replace ModelConfig fields (e.g. ``local_files_only``)."""
-        from model.build import load_network
-
-        return load_network(directory, **overrides)

@@ -12,23 +12,28 @@ blended with the DDIM-inverted reference latent (prior inversion, paper Sec. 3.4
 from __future__ import annotations
 
 import inspect
+import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from diffusers import DiffusionPipeline
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from einops import rearrange, repeat
-from tqdm.auto import tqdm
 
+from common.config import ConfigError, from_dict, to_dict
 from model import encoders
-from model.build import LivePhotoComponents, build_livephoto, load_components, save_components
+from model.build import LivePhotoComponents, assemble_network, base_unet_of, build_scheduler, motion_adapter_of
 from model.config import MODEL_PRESETS, SHIPPED_MODELS, ModelConfig, model_preset, shipped_model_dir
+from model.encoders import frozen
 from model.image import center_crop_resize, to_rgb
-from model.load import load_saved
+from model.load import MODEL_INDEX, PIPELINE_MODULE, PIPELINE_SHIM, load_saved, read_model_config
 from model.network import LivePhotoModel
+from model.sources import require_sources
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 UNTRAINED_OK = ("tiny",)
@@ -39,6 +44,8 @@ UNTRAINED_WARNING = (
     "follow the intensity. Train it (jobs/train.py --preset {name}) and load the run's final_model, or use 'mini'."
 )
 DECODE_CHUNK = 16  # frames per VAE decode call
+COMPONENTS = ("unet", "motion_adapter", "livephoto_adapter", "vae", "text_encoder", "tokenizer", "image_encoder", "scheduler")
+"""The pipeline's registered modules (also accepted by ``from_pretrained`` to replace saved ones)."""
 CALLBACK_TENSORS = ("latents", "noise_pred")
 """What ``callback_on_step_end`` may ask for (``callback_on_step_end_tensor_inputs``) and return."""
 
@@ -71,51 +78,176 @@ def _broadcast(values: dict[str, list]) -> int:
     return max(lengths.values(), default=1)
 
 
-class LivePhotoPipeline:
-    """Sampling pipeline over :class:`~model.build.LivePhotoComponents`."""
+class LivePhotoPipeline(DiffusionPipeline):
+    """Photo + motion prompt + intensity -> video: a diffusers ``DiffusionPipeline``.
 
-    def __init__(self, model: LivePhotoModel, vae, text_encoder, tokenizer, image_encoder, scheduler):
-        self.model = model
-        self.vae = vae
-        self.text_encoder = text_encoder
-        self.tokenizer = tokenizer
-        self.image_encoder = image_encoder
-        self.scheduler = scheduler
-        self._progress_bar_config: dict[str, Any] = {}
+    Registered modules, as in AnimateDiff's pipeline: ``unet`` (the ``UNetMotionModel`` with
+    LivePhoto's parts installed), ``motion_adapter`` (None once installed: its modules live in
+    ``unet``), ``livephoto_adapter`` (:class:`~model.adapter.LivePhotoAdapter`), ``vae``,
+    ``text_encoder``, ``tokenizer``, ``image_encoder`` (DINOv2, None when the content encoder is
+    off) and ``scheduler``; the pipeline config holds the ``model_config`` (a ModelConfig as a
+    dict). ``__init__`` builds every component passed as None from ``model_config`` (the
+    pretrained sources it names, or seeds), and accepts ``unet`` as the base
+    ``UNet2DConditionModel`` (then joined with ``motion_adapter``) or an assembled
+    ``UNetMotionModel``. ``pipe.model`` is the assembled denoiser
+    (:class:`~model.network.LivePhotoModel`), sharing the parameters of ``unet`` and
+    ``livephoto_adapter``.
+
+    ``save_pretrained`` layout (``model_index.json`` + one folder per saved component)::
+
+        model_index.json        components as [library, class] ([null, null]: rebuilt from
+                                model_config at load), "model_config", and "_class_name"
+                                ["livephoto_pipeline", "LivePhotoPipeline"]
+        livephoto_pipeline.py   two lines importing this class, so that
+                                DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True) works
+        livephoto_adapter/      the new parts (always)
+        motion_adapter/         the trained motion modules as an AnimateDiff MotionAdapter (always)
+        scheduler/              (always)
+        unet/                   the SD blocks, only when they have no source or were trained
+        vae/, text_encoder/, tokenizer/, image_encoder/   only those built from a seed
+                                (tiny sizes); pretrained ones are referenced by model_config
+                                (base_model, text_encoder, image_encoder: hub id or path),
+                                overridable at load (from_pretrained(DIR, base_model=...))
+    """
+
+    model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
+    _optional_components = list(COMPONENTS)
+
+    def __init__(
+        self, unet=None, motion_adapter=None, livephoto_adapter=None, vae=None, text_encoder=None, tokenizer=None,
+        image_encoder=None, scheduler=None, model_config=None,
+    ):
+        from diffusers import UNetMotionModel
+
+        super().__init__()
+        cfg = from_dict(ModelConfig, dict(model_config or {}), prefix="model_config")
+        if scheduler is not None and "scheduler" not in (model_config or {}):  # the config names the class when it can
+            cfg = replace(cfg, scheduler=type(scheduler).__name__)
+        needed = {"unet": unet is None, "motion_adapter": unet is None and motion_adapter is None, "vae": vae is None,
+                  "text": text_encoder is None or tokenizer is None, "image_encoder": image_encoder is None}
+        require_sources(cfg, tuple(name for name, missing in needed.items() if missing))  # all missing ones at once
+        if cfg.use_content_encoder and image_encoder is None:
+            image_encoder = encoders.load_image_encoder(cfg)
+        image_dim = image_encoder.config.hidden_size if image_encoder is not None else None
+        if isinstance(unet, UNetMotionModel):  # assembled already (pipe.components of another LivePhotoPipeline)
+            alphas = build_scheduler(cfg).alphas_cumprod if cfg.reference_skip else None
+            network = LivePhotoModel(cfg, unet, image_dim, alphas, adapter=livephoto_adapter).eval()
+        else:
+            network = assemble_network(cfg, unet, motion_adapter, livephoto_adapter, image_dim)
+        self.model = network
+        self.register_modules(
+            unet=network.unet, motion_adapter=None, livephoto_adapter=network.adapter,
+            vae=frozen(vae) if vae is not None else encoders.load_vae(cfg),
+            text_encoder=frozen(text_encoder) if text_encoder is not None else encoders.load_text_encoder(cfg),
+            tokenizer=tokenizer if tokenizer is not None else encoders.build_tokenizer(cfg),
+            image_encoder=frozen(image_encoder) if image_encoder is not None else None,
+            scheduler=build_scheduler(cfg, dict(scheduler.config) if scheduler is not None else None),
+        )
+        self.register_to_config(model_config=to_dict(cfg))
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
     def from_components(cls, components: LivePhotoComponents) -> "LivePhotoPipeline":
-        return cls(**vars(components))
+        """The pipeline around :func:`~model.build.build_livephoto`'s components (training's)."""
+        c = components
+        return cls(unet=c.model.unet, livephoto_adapter=c.model.adapter, vae=c.vae, text_encoder=c.text_encoder,
+                   tokenizer=c.tokenizer, image_encoder=c.image_encoder, scheduler=c.scheduler, model_config=to_dict(c.model.cfg))
+
+    @classmethod
+    def from_config_of(cls, cfg: ModelConfig) -> "LivePhotoPipeline":
+        """Fresh new parts on the components ``cfg`` names (pretrained sources or seeds)."""
+        return cls(model_config=to_dict(cfg))
 
     @classmethod
     def from_pretrained(
-        cls, source: str | Path = "tiny", torch_dtype: torch.dtype | None = None, tracking_uri: str | None = None, **overrides,
+        cls, pretrained_model_name_or_path: str | Path = "tiny", torch_dtype: torch.dtype | None = None,
+        tracking_uri: str | None = None, **kwargs,
     ) -> "LivePhotoPipeline":
         """A shipped model (``mini``: the trained LivePhoto-mini in ``models/``), a preset built
         with fresh weights (``tiny`` random, ``sd15`` from the pretrained SD 1.5 parts, its
-        LivePhoto parts untrained), or a saved model (:func:`model.load.load_saved`: a
-        ``save_pretrained`` folder, an MLflow model folder around one, a training checkpoint
-        folder, or an MLflow URI of any of them, resolved at ``tracking_uri``). ``overrides`` set
-        ModelConfig fields (``base_model=``, ``variant="fp16"``, ``local_files_only=True``,
-        ``lora=[...]``, ...); ``torch_dtype`` casts every component once loaded (e.g.
-        ``torch.float16`` on a GPU)."""
-        name = str(source)
-        if not Path(source).exists() and name in SHIPPED_MODELS:
-            pipe = cls.from_components(load_components(shipped_model_dir(name), **overrides))
-        elif not Path(source).exists() and name in MODEL_PRESETS:
-            if name not in UNTRAINED_OK:
-                warnings.warn(UNTRAINED_WARNING.format(name=name), UserWarning, stacklevel=2)
-            pipe = cls.from_components(build_livephoto(ModelConfig(**{**model_preset(name), **overrides})))
-        else:
-            pipe = cls.from_components(load_saved(name, tracking_uri, overrides))
-        return pipe if torch_dtype is None else pipe.to(torch_dtype)
+        LivePhoto parts untrained), or a saved model (:mod:`model.load`: a ``save_pretrained``
+        folder or hub id, an MLflow model folder around one, a training checkpoint folder, or an
+        MLflow URI of any of them, resolved at ``tracking_uri``).
 
-    def save_pretrained(self, directory: str | Path, push_to_hub: bool = False, repo_id: str | None = None, **hub_kwargs) -> None:
-        """Network + scheduler + seed-built encoders; layout in :mod:`model.build`. With
+        ``kwargs``: ModelConfig fields (``base_model=``, ``variant="fp16"``,
+        ``local_files_only=True``, ``lora=[...]``, ...) override the saved ``model_config``;
+        components (``scheduler=``, ``vae=``, ...) replace the saved ones, as in diffusers.
+        ``torch_dtype`` casts every component (default float32, as diffusers)."""
+        # a component object replaces the saved one; scheduler="DPMSolverMultistepScheduler" (a string) is the ModelConfig field
+        components = {name: kwargs.pop(name) for name in COMPONENTS if name in kwargs and not isinstance(kwargs[name], str)}
+        source, overrides = str(pretrained_model_name_or_path), kwargs
+        if "scheduler" in components:  # its class becomes the config's; its schedule fields still come from the config
+            overrides["scheduler"] = type(components["scheduler"]).__name__
+        if not Path(source).exists() and source in SHIPPED_MODELS:
+            pipe = cls.from_folder(shipped_model_dir(source), overrides, components)
+        elif not Path(source).exists() and source in MODEL_PRESETS:
+            if source not in UNTRAINED_OK:
+                warnings.warn(UNTRAINED_WARNING.format(name=source), UserWarning, stacklevel=2)
+            cfg = from_dict(ModelConfig, {**model_preset(source), **overrides}, prefix="model")
+            pipe = cls(model_config=to_dict(cfg), **components)
+        else:
+            pipe = load_saved(cls, source, tracking_uri, overrides, components)
+        return pipe.to(torch_dtype or torch.float32)
+
+    @classmethod
+    def from_folder(cls, directory: str | Path, overrides: dict[str, Any] | None = None, components: dict[str, Any] | None = None):
+        """A ``save_pretrained`` folder on this machine (see the class docstring for its layout)."""
+        directory = Path(directory)
+        cfg = read_model_config(directory, overrides or {})
+        shim = directory / f"{PIPELINE_MODULE}.py"
+        if not shim.is_file() or shim.read_text() != PIPELINE_SHIM:
+            raise ConfigError(
+                f"model: {shim} is not the file LivePhotoPipeline.save_pretrained writes; if you trust the folder's code, "
+                "load it with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)"
+            )
+        variant = cfg.variant if cfg.variant and any(directory.glob(f"*/*.{cfg.variant}.*")) else None
+        return super().from_pretrained(
+            str(directory), model_config=to_dict(cfg), variant=variant, local_files_only=True, trust_remote_code=True,
+            **(components or {}),
+        )
+
+    def saved_components(self) -> dict[str, Any]:
+        """What :meth:`save_pretrained` writes, by component name (None: rebuilt from model_config at load)."""
+        cfg, model = self.cfg, self.model
+        base_saved = cfg.base_model is None or model._base_trainable()
+        text_saved = cfg.base_model is None and cfg.text_encoder is None
+        return {
+            "unet": base_unet_of(model) if base_saved else None,
+            "motion_adapter": motion_adapter_of(self.unet),
+            "livephoto_adapter": self.livephoto_adapter,
+            "vae": self.vae if cfg.base_model is None and cfg.autoencoder == "vae" else None,
+            "text_encoder": self.text_encoder if text_saved else None,
+            "tokenizer": self.tokenizer if text_saved else None,
+            "image_encoder": self.image_encoder if cfg.image_encoder is None else None,
+            "scheduler": self.scheduler,
+        }
+
+    def save_pretrained(
+        self, save_directory: str | Path, safe_serialization: bool = True, variant: str | None = None,
+        push_to_hub: bool = False, repo_id: str | None = None, **hub_kwargs,
+    ) -> None:
+        """``model_index.json`` + the component folders of :meth:`saved_components` (layout in
+        the class docstring); ``variant`` names the weight files (``*.fp16.safetensors``). With
         ``push_to_hub=True`` the folder is then uploaded to ``repo_id`` (see :meth:`push_to_hub`)."""
-        save_components(self.components, directory)
+        import diffusers
+        from diffusers.pipelines.pipeline_loading_utils import _fetch_class_library_tuple
+
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        index: dict[str, Any] = {"_class_name": [PIPELINE_MODULE, type(self).__name__], "_diffusers_version": diffusers.__version__}
+        for name, part in self.saved_components().items():
+            if part is None:
+                index[name] = [None, None]
+                continue
+            weights = {"variant": variant} if hasattr(part, "state_dict") else {}
+            if isinstance(part, ModelMixin):
+                weights["safe_serialization"] = safe_serialization
+            part.save_pretrained(directory / name, **weights)
+            index[name] = list(_fetch_class_library_tuple(part))
+        index["model_config"] = to_dict(self.cfg)
+        (directory / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        (directory / f"{PIPELINE_MODULE}.py").write_text(PIPELINE_SHIM)
         if push_to_hub:
             if not repo_id:
                 raise ValueError("repo_id: required with push_to_hub=True (e.g. 'you/livephoto-flags')")
@@ -141,22 +273,26 @@ class LivePhotoPipeline:
         return str(getattr(info, "commit_url", info))
 
     @property
-    def components(self) -> LivePhotoComponents:
-        return LivePhotoComponents(self.model, self.vae, self.text_encoder, self.tokenizer, self.image_encoder, self.scheduler)
-
-    @property
-    def config(self) -> ModelConfig:
+    def cfg(self) -> ModelConfig:
+        """The ModelConfig (``self.config`` is the diffusers pipeline config)."""
         return self.model.cfg
 
     def to(self, device: str | torch.device | torch.dtype | None = None, dtype: torch.dtype | None = None) -> "LivePhotoPipeline":
         """``to("cuda")``, ``to(torch.bfloat16)`` or ``to("cuda", torch.float16)``, as a diffusers pipeline."""
         if isinstance(device, torch.dtype):
             device, dtype = None, device
-        for module in (self.model, self.vae, self.text_encoder, self.image_encoder):
-            if module is not None:
-                same = dtype is None or next(module.parameters(), torch.empty(0, dtype=dtype)).dtype == dtype
+        for module in (self.unet, self.livephoto_adapter, self.vae, self.text_encoder, self.image_encoder):
+            if isinstance(module, torch.nn.Module):
+                same = dtype is None or all(p.dtype == dtype for p in module.parameters())  # unet and adapter share some
                 module.to(device=device, **({} if same else {"dtype": dtype}))  # diffusers warns on every dtype cast
         return self
+
+    def progress_bar(self, iterable=None, total=None):
+        """diffusers' tqdm bar over denoising steps, labelled "denoising"; ``set_progress_bar_config``
+        options (e.g. ``disable=True``) apply."""
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, **{"desc": "denoising", **getattr(self, "_progress_bar_config", {})})
 
     @property
     def device(self) -> torch.device:
@@ -179,18 +315,11 @@ class LivePhotoPipeline:
             self.model.unet = torch.compile(self.model.unet, **compile_kwargs)
         return self
 
-    def set_progress_bar_config(self, **kwargs) -> None:
-        """Options for the tqdm bar over denoising steps, e.g. ``disable=True`` (as in diffusers)."""
-        self._progress_bar_config = kwargs
-
-    def progress_bar(self, total: int):
-        return tqdm(total=total, **{"desc": "denoising", **self._progress_bar_config})
-
     # ------------------------------------------------------------------ steps
 
     def check_inputs(self, prompts, intensities, num_frames, height, width, num_inference_steps, guidance_scale, output_type) -> None:
         """Raise a short ValueError naming the first bad field."""
-        levels = self.config.intensity_levels
+        levels = self.cfg.intensity_levels
         for prompt in prompts:
             if prompt is None:  # prompt_embeds given instead
                 continue
@@ -227,7 +356,7 @@ class LivePhotoPipeline:
     def given_embeddings(self, name: str, embeds: torch.Tensor, mask: torch.Tensor | None, batch: int):
         """``prompt_embeds`` (batch or 1, tokens, dim) and its mask (default: every token counts),
         checked against what the network attends to; returns them on the model's device and dtype."""
-        tokens, dim = self.config.text_max_length, self.model.unet.config.cross_attention_dim
+        tokens, dim = self.cfg.text_max_length, self.model.unet.config.cross_attention_dim
         if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or tuple(embeds.shape[1:]) != (tokens, dim):
             shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
             raise ValueError(f"{name}: must be a tensor (batch, {tokens}, {dim}) as encode_prompt returns, got {shape}")
@@ -245,8 +374,8 @@ class LivePhotoPipeline:
         """uint8 (batch, H, W, 3) -> VAE posterior-mean latents (batch, 4, h, w) and DINOv2 tokens (batch, patches, dim) | None."""
         latents = encoders.encode_latents(self.vae, encoders.frames_to_pixels(images)).to(self.device, self.dtype)
         tokens = None
-        if self.config.use_content_encoder:
-            pixels = encoders.image_encoder_pixels(images, self.config.image_encoder_size)
+        if self.cfg.use_content_encoder:
+            pixels = encoders.image_encoder_pixels(images, self.cfg.image_encoder_size)
             tokens = encoders.encode_image_tokens(self.image_encoder, pixels).to(self.device, self.dtype)
         return latents, tokens
 
@@ -334,7 +463,7 @@ class LivePhotoPipeline:
         :data:`CALLBACK_TENSORS`) and returning a dict that may replace ``latents``;
         ``return_dict=False`` returns a tuple ``(frames, token_weights)``.
         """
-        cfg = self.config
+        cfg = self.cfg
 
         # 1. normalise the batch and check inputs
         if seed is not None and generator is not None:

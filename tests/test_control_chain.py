@@ -25,7 +25,7 @@ def test_smoke_chain_writes_results(tmp_path):
     # every stage ran and left its outputs
     summary = json.loads((out / "dataset" / "summary.json").read_text())
     assert summary["rows_accounted"] and summary["clips_out"] == 24
-    assert (out / "runs" / "main" / "final_model" / "config.json").is_file()
+    assert (out / "runs" / "main" / "final_model" / "model_index.json").is_file()
     evaluation = json.loads((out / "eval" / "main" / "summary.json").read_text())
     # 2 held-out photos x 1 view x 4 directions x (5 levels + plain wording + camera wording)
     assert evaluation["generated"] == 56 and evaluation["errors"] == 0 and evaluation["rows_accounted"]
@@ -76,3 +76,22 @@ def test_smoke_chain_writes_results(tmp_path):
     text = (docs / "RESULTS.md").read_text()
     assert len(re.findall(r"\]\((results/[^)]+\.gif)\)", text)) == 16 and all((docs / g).is_file() for g in gifs)
     assert "not run yet: no_reweighting, no_intensity, no_content" in text
+
+
+def test_a_subset_of_ablations_keeps_the_other_entries(tmp_path):
+    """An invocation with --ablations no_content re-reads what it runs from --out and carries every
+    other model of the committed results.json, even when --out also holds their evaluations."""
+    import shutil
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import controllability
+
+    docs, out = tmp_path / "docs", tmp_path / "out"
+    docs.mkdir()
+    shutil.copy(REPO / "docs" / "results.json", docs / "results.json")  # the committed run: main + three ablations
+    for name in ("main", "no_reweighting", "no_intensity", "no_content"):
+        (out / "eval" / name).mkdir(parents=True)
+        (out / "eval" / name / "summary.json").write_text("{}")
+    args = controllability.parse_args(["--ablations", "no_content", "--out", str(out), "--results", str(docs)])
+    carried = controllability.carried_results(args, docs, out)
+    assert set(carried["models"]) == {"no_reweighting", "no_intensity"}  # main and no_content run here: re-read from --out
