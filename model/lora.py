@@ -31,7 +31,6 @@ from model.config import ModelConfig
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 """The file a LoRA folder or hub repo holds (diffusers' ``save_lora_weights`` name)."""
 PREFIXES = {"unet": "unet", "text_encoder": "text_encoder"}
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt")
 
 
 def parse_lora(entry: str) -> tuple[str, float]:
@@ -56,7 +55,7 @@ def lora_file(source: str) -> tuple[str, str | None]:
 
 def lora_problem(source: str) -> str | None:
     """What is missing for a local LoRA source (None when it is there, or it is a hub id)."""
-    from model.sources import is_hub_id
+    from model.sources import WEIGHT_SUFFIXES, is_hub_id
 
     path = Path(source).expanduser()
     if path.is_file():
