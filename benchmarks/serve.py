@@ -57,7 +57,7 @@ def direct_call(args, photo: bytes):
     torch.set_num_threads(args.cpus)
     pipe = LivePhotoPipeline.from_pretrained("tiny")
     pipe.set_progress_bar_config(disable=True)
-    res = pipe.config.resolution
+    res = pipe.cfg.resolution
     tmp = tempfile.mkdtemp(prefix="bench-serve-")
 
     def call(seed: int) -> None:

@@ -184,7 +184,7 @@ def evaluate(pipe, views, args, empty) -> tuple[str, str]:
             images.append(image)
             prompts.append(f"{content}, the scene drifts {d}")
             wanted.append(d)
-    size, frames = pipe.config.resolution, pipe.config.num_frames
+    size, frames = pipe.cfg.resolution, pipe.cfg.num_frames
     if args.condition == "minilm":
         out = pipe(images, prompts, intensity=7, num_frames=frames, height=size, width=size, num_inference_steps=10,
                    guidance_scale=3.0, seed=list(range(len(images))))
@@ -211,7 +211,7 @@ def copy_psnr(pipe, views, empty) -> str:
     copies the reference, before any sampler error (the sampled first frame can be no better)."""
     images = np.stack([image for image, _ in views])
     reference, tokens = pipe.encode_reference(images)
-    frames = pipe.config.num_frames
+    frames = pipe.cfg.num_frames
     t = torch.tensor([pipe.scheduler.config.num_train_timesteps - 1])
     alpha = pipe.scheduler.alphas_cumprod[t].to(reference.dtype)
     g = torch.Generator().manual_seed(0)

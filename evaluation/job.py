@@ -133,7 +133,7 @@ class GenerateAndScore:
         self.pipe = LivePhotoPipeline.from_pretrained(g.model, tracking_uri=g.tracking_uri, **self.cfg.model.overrides())
         if self.device == "cuda":
             self.pipe.to("cuda", torch.float16)
-        model_cfg = self.pipe.config
+        model_cfg = self.pipe.cfg
         self.num_frames = g.num_frames or model_cfg.num_frames
         self.resolution = g.resolution or model_cfg.resolution
         self.levels = model_cfg.intensity_levels

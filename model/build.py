@@ -165,17 +165,20 @@ def build_network(cfg: ModelConfig, image_dim: int | None = None) -> LivePhotoMo
     return assemble_network(cfg, image_dim=encoders.encoder_dims(cfg)["image_dim"] if image_dim is None else image_dim)
 
 
-def assemble_network(cfg: ModelConfig, unet2d=None, motion_adapter=None, adapter=None, image_dim: int | None = None) -> LivePhotoModel:
+def assemble_network(
+    cfg: ModelConfig, unet2d=None, motion_adapter=None, adapter=None, image_dim: int | None = None, text_dim: int | None = None,
+) -> LivePhotoModel:
     """``LivePhotoModel`` from its parts, each built from ``cfg`` (sources or seeds) when None:
     the SD blocks ``unet2d`` (``UNet2DConditionModel``), the ``motion_adapter``, and the new
-    parts ``adapter`` (a fresh one needs ``image_dim``)."""
+    parts ``adapter`` (a fresh one needs ``image_dim``). ``text_dim``: the text encoder's width
+    (read from ``cfg``'s sources when None), which must be the UNet's cross-attention width."""
     unet2d = build_unet2d(cfg) if unet2d is None else unet2d
     motion_adapter = build_motion_adapter(cfg, unet2d) if motion_adapter is None else motion_adapter
     unet = motion_unet(unet2d, motion_adapter)
-    dims = encoders.encoder_dims(cfg)
-    if dims["text_dim"] != unet.config.cross_attention_dim:
+    text_dim = encoders.encoder_dims(cfg)["text_dim"] if text_dim is None else text_dim
+    if text_dim != unet.config.cross_attention_dim:
         raise ValueError(
-            f"text_encoder: {cfg.text_encoder!r} gives {dims['text_dim']}-wide embeddings but the base UNet's "
+            f"text_encoder: {cfg.text_encoder!r} gives {text_dim}-wide embeddings but the base UNet's "
             f"cross-attention takes {unet.config.cross_attention_dim}; use a text encoder of that width "
             "(for SD 1.5: its own CLIP ViT-L/14, text_encoder=None)"
         )

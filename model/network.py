@@ -187,11 +187,13 @@ class LivePhotoModel(nn.Module):
         self._check_adapter(adapter)
         object.__setattr__(self, "adapter", adapter)  # reachable, not a submodule: its parameters are the ones below
         self.image_dim = adapter.config.image_dim
-        if unet.conv_in is not adapter.conv_in:
-            unet.conv_in = adapter.conv_in
-            unet.register_to_config(in_channels=adapter.config.in_channels)
         self.content_proj = adapter.content_proj
         self.reweight = adapter.reweight
+        if unet.conv_in is adapter.conv_in:
+            return  # installed already (another wrapper of the same modules, e.g. a pipeline around training's network):
+            # its processors, trainable flags and mode are left as they are
+        unet.conv_in = adapter.conv_in
+        unet.register_to_config(in_channels=adapter.config.in_channels)
         for name, attn in spatial_attentions(unet):
             branch = adapter.image_attention(name) if attn.is_cross_attention else None
             attn.set_processor(ContentAttnProcessor(branch, cfg.text_max_length) if branch else TextAttnProcessor(cfg.text_max_length))

@@ -110,8 +110,7 @@ class LivePhotoPipeline(DiffusionPipeline):
                                 overridable at load (from_pretrained(DIR, base_model=...))
     """
 
-    model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
-    _optional_components = list(COMPONENTS)
+    _optional_components = list(COMPONENTS)  # each one left None is built from model_config
 
     def __init__(
         self, unet=None, motion_adapter=None, livephoto_adapter=None, vae=None, text_encoder=None, tokenizer=None,
@@ -129,16 +128,20 @@ class LivePhotoPipeline(DiffusionPipeline):
         if cfg.use_content_encoder and image_encoder is None:
             image_encoder = encoders.load_image_encoder(cfg)
         image_dim = image_encoder.config.hidden_size if image_encoder is not None else None
-        if isinstance(unet, UNetMotionModel):  # assembled already (pipe.components of another LivePhotoPipeline)
+        text_encoder = frozen(text_encoder) if text_encoder is not None else encoders.load_text_encoder(cfg)
+        if isinstance(unet, UNetMotionModel):  # assembled already: training's network, or another pipeline's components
+            installed = livephoto_adapter is not None and unet.conv_in is livephoto_adapter.conv_in
             alphas = build_scheduler(cfg).alphas_cumprod if cfg.reference_skip else None
-            network = LivePhotoModel(cfg, unet, image_dim, alphas, adapter=livephoto_adapter).eval()
+            network = LivePhotoModel(cfg, unet, image_dim, alphas, adapter=livephoto_adapter)
+            if not installed:
+                network.eval()  # a network that trains keeps its mode and trainable flags
         else:
-            network = assemble_network(cfg, unet, motion_adapter, livephoto_adapter, image_dim)
+            network = assemble_network(cfg, unet, motion_adapter, livephoto_adapter, image_dim, text_encoder.config.hidden_size)
         self.model = network
         self.register_modules(
             unet=network.unet, motion_adapter=None, livephoto_adapter=network.adapter,
             vae=frozen(vae) if vae is not None else encoders.load_vae(cfg),
-            text_encoder=frozen(text_encoder) if text_encoder is not None else encoders.load_text_encoder(cfg),
+            text_encoder=text_encoder,
             tokenizer=tokenizer if tokenizer is not None else encoders.build_tokenizer(cfg),
             image_encoder=frozen(image_encoder) if image_encoder is not None else None,
             scheduler=build_scheduler(cfg, dict(scheduler.config) if scheduler is not None else None),
@@ -153,11 +156,6 @@ class LivePhotoPipeline(DiffusionPipeline):
         c = components
         return cls(unet=c.model.unet, livephoto_adapter=c.model.adapter, vae=c.vae, text_encoder=c.text_encoder,
                    tokenizer=c.tokenizer, image_encoder=c.image_encoder, scheduler=c.scheduler, model_config=to_dict(c.model.cfg))
-
-    @classmethod
-    def from_config_of(cls, cfg: ModelConfig) -> "LivePhotoPipeline":
-        """Fresh new parts on the components ``cfg`` names (pretrained sources or seeds)."""
-        return cls(model_config=to_dict(cfg))
 
     @classmethod
     def from_pretrained(
@@ -425,9 +423,9 @@ class LivePhotoPipeline(DiffusionPipeline):
         prompt: str | Sequence[str] | None = None,
         intensity: int | Sequence[int] = 5,
         negative_prompt: str | Sequence[str] | None = None,
-        num_frames: int = 16,
-        height: int = 256,
-        width: int = 256,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
         num_inference_steps: int = 25,
         guidance_scale: float = 7.5,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
@@ -451,7 +449,8 @@ class LivePhotoPipeline(DiffusionPipeline):
         may each be a list: a batch of requests (a length-1 list or a scalar is shared by all).
         ``image`` is a PIL image or a uint8 array (H, W[, 1|3|4]); it is converted to RGB
         (alpha over white), centre-cropped to square and resized to (height, width).
-        ``prior_inversion_weights`` = (first frame, last frame) blend weights, default
+        ``num_frames``, ``height`` and ``width`` default to the model's (``cfg.num_frames``,
+        ``cfg.resolution``). ``prior_inversion_weights`` = (first frame, last frame) blend weights, default
         ``(cfg.prior_inversion_first, cfg.prior_inversion_last)``.
 
         As in diffusers: ``num_videos_per_prompt`` videos per request (copy ``j`` of a request
@@ -464,6 +463,9 @@ class LivePhotoPipeline(DiffusionPipeline):
         ``return_dict=False`` returns a tuple ``(frames, token_weights)``.
         """
         cfg = self.cfg
+        num_frames = cfg.num_frames if num_frames is None else num_frames
+        height = cfg.resolution if height is None else height
+        width = cfg.resolution if width is None else width
 
         # 1. normalise the batch and check inputs
         if seed is not None and generator is not None:

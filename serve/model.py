@@ -73,7 +73,7 @@ def probe_pipeline(pipe, resolution: int) -> None:
 
 def model_info(pipe, cfg: ServeConfig) -> dict[str, Any]:
     """What is loaded, as ``GET /v1/model`` shows it (no weights paths beyond the configured source)."""
-    mcfg = pipe.config
+    mcfg = pipe.cfg
     max_frames = int(pipe.model.max_frames)
     if cfg.max_num_frames is not None:
         max_frames = min(max_frames, cfg.max_num_frames)

@@ -42,7 +42,7 @@ def test_preprocess_and_train_jobs_through_ray_job_submit(tmp_path):
         ])
         pids = head.pids
     assert f"dataset written to {out}" in log
-    assert "trained to step 3" in train_log and (run_dir / "final_model" / "config.json").is_file()
+    assert "trained to step 3" in train_log and (run_dir / "final_model" / "model_index.json").is_file()
     assert (run_dir / "mlflow.db").is_file() and list(run_dir.glob("checkpoints/*/checkpoint_step_00000003"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows_in"] == 10 and summary["rows_ok"] == 10 and summary["rows_accounted"]

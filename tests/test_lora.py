@@ -145,10 +145,10 @@ def test_a_saved_model_fuses_its_loras_again_and_lora_override_replaces_them(bas
     pipe = LivePhotoPipeline.from_components(build.build_livephoto(cfg))
     pipe.save_pretrained(tmp_path / "model")  # a pretrained base: only the trainable parts are saved
     loaded = LivePhotoPipeline.from_pretrained(tmp_path / "model")
-    assert loaded.config.lora == (f"{folder}:0.5",)
-    _check_fused(loaded.components, base["plain"], deltas, 0.5)
+    assert loaded.cfg.lora == (f"{folder}:0.5",)
+    _check_fused(loaded, base["plain"], deltas, 0.5)
     without = LivePhotoPipeline.from_pretrained(tmp_path / "model", lora=())
-    _check_fused(without.components, base["plain"], {"text": torch.zeros_like(deltas["text"])}, 0.0)
+    _check_fused(without, base["plain"], {"text": torch.zeros_like(deltas["text"])}, 0.0)
 
 
 def test_a_model_on_a_random_base_keeps_its_fused_weights_without_the_file(base, kohya_lora, tmp_path):

@@ -20,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from model.build import pipeline_dir
+from model.load import pipeline_dir
 from model.mlflow_model import encode_video, save_mlflow_model
 from model.pipeline import LivePhotoPipeline
 from model.video_io import read_video
@@ -98,7 +98,7 @@ def test_serve_loads_the_mlflow_model(registered):
     assert pipeline_dir(registered["tmp"] / "final_model") == registered["tmp"] / "final_model" / "artifacts" / "pipeline"
     assert pipeline_dir(registered["tmp"] / "pipeline") == registered["tmp"] / "pipeline"
     pipe = LivePhotoPipeline.from_pretrained("models:/livephoto-pyfunc/1", tracking_uri=registered["uri"])
-    assert pipe.config == registered["pipe"].config
+    assert pipe.cfg == registered["pipe"].cfg
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from common.config import ConfigError, to_dict
 from model import build
 from model.config import ModelConfig, model_preset
 from model.encoders import WeightsNotFoundError, encoder_dims
@@ -273,43 +274,52 @@ def perturbed(model: LivePhotoModel) -> LivePhotoModel:
     return model
 
 
+def saved_and_loaded(model: LivePhotoModel, directory) -> LivePhotoModel:
+    """``model`` through ``LivePhotoPipeline.save_pretrained`` and ``from_pretrained``."""
+    from model.pipeline import LivePhotoPipeline
+
+    LivePhotoPipeline(unet=model.unet, livephoto_adapter=model.adapter, model_config=to_dict(model.cfg)).save_pretrained(directory)
+    return LivePhotoPipeline.from_pretrained(directory).model.eval()
+
+
 def test_save_pretrained_round_trip(tmp_path, cfg):
+    """The network saves as diffusers components (base UNet, MotionAdapter, LivePhotoAdapter) and
+    loads back to the same outputs; each component folder loads with its own class alone."""
+    from diffusers import MotionAdapter, UNet2DConditionModel
+
+    from model.adapter import LivePhotoAdapter
+
     model = perturbed(build.build_network(cfg)).eval()
-    model.save_pretrained(tmp_path)
-    assert (tmp_path / "config.json").is_file() and (tmp_path / "livephoto.safetensors").is_file()
-    loaded = LivePhotoModel.from_pretrained(tmp_path).eval()
+    loaded = saved_and_loaded(model, tmp_path)
     assert loaded.cfg == cfg
     inputs = make_inputs(cfg)
     with torch.no_grad():
         a, b = model(**inputs), loaded(**inputs)
     assert torch.equal(a.sample, b.sample) and torch.equal(a.token_weights, b.token_weights)
+    state = model.state_dict()
+    adapter = LivePhotoAdapter.from_pretrained(tmp_path / "livephoto_adapter")
+    assert adapter.config.in_channels == input_channels(cfg) and adapter.config.cross_attentions
+    assert torch.equal(adapter.conv_in.weight, state["unet.conv_in.weight"])
+    assert torch.equal(adapter.reweight.head.weight, state["reweight.head.weight"])
+    first = adapter.config.cross_attentions[0]
+    assert torch.equal(adapter.content_attn[0].out_ip.weight, state[f"unet.{first}.processor.out_ip.weight"])
+    motion = MotionAdapter.from_pretrained(tmp_path / "motion_adapter").state_dict()
+    assert motion and all(torch.equal(v, state[f"unet.{k}"]) for k, v in motion.items())
+    unet2d = UNet2DConditionModel.from_pretrained(tmp_path / "unet")  # a from-scratch base is saved; a pretrained one is not
+    assert unet2d.config.in_channels == 4 and torch.equal(unet2d.conv_out.weight, state["unet.conv_out.weight"])
 
 
-def test_save_pretrained_for_a_pretrained_base_keeps_only_trainable(tmp_path, cfg, monkeypatch):
-    """With cfg.base_model set, only the new/trainable weights are written; the base is re-read."""
-    model = perturbed(build.build_network(cfg))
-    sd15_like = dataclasses.replace(cfg, base_model="some/sd15")
-    model.cfg = sd15_like
-    model.save_pretrained(tmp_path)
-    from safetensors.torch import load_file
-
-    keys = set(load_file(tmp_path / "livephoto.safetensors"))
-    assert keys == set(model.trainable_state_dict())
-    # loading rebuilds the base from cfg.base_model: stand in the tiny builder for it
-    real, seen = build.build_network, []
-
-    def build_from_base(c, image_dim=None):
-        seen.append(c.base_model)
-        return real(dataclasses.replace(c, base_model=None), image_dim)
-
-    monkeypatch.setattr(build, "build_network", build_from_base)
-    loaded = build.load_network(tmp_path)
-    assert seen == ["some/sd15"]
-    for k, v in loaded.trainable_state_dict().items():
-        assert torch.equal(v, model.trainable_state_dict()[k]), k
+def test_an_adapter_that_does_not_fit_is_refused(cfg):
+    model = build.build_network(cfg)
+    other = build.build_network(tiny_cfg(use_intensity=False))
+    with pytest.raises(ValueError, match="livephoto_adapter: does not fit this model: conv_in takes 9 channels"):
+        LivePhotoModel(cfg, build.build_base_unet(cfg), adapter=other.adapter)
+    assert model.adapter.conv_in is model.unet.conv_in  # installed, not copied
 
 
 def test_weights_not_found_names_component_and_path(tmp_path):
+    from model.pipeline import LivePhotoPipeline
+
     missing = tmp_path / "no-such-model"
     c = tiny_cfg(base_model=str(missing), local_files_only=True)
     with pytest.raises(WeightsNotFoundError) as info:
@@ -318,8 +328,9 @@ def test_weights_not_found_names_component_and_path(tmp_path):
     assert "SD 1.5 UNet" in text and str(missing) in text and "--model.base_model" in text
     with pytest.raises(WeightsNotFoundError, match="AnimateDiff motion adapter"):
         build.build_motion_adapter(tiny_cfg(motion_adapter=str(missing), local_files_only=True), None)
-    with pytest.raises(WeightsNotFoundError, match="LivePhoto model"):
-        LivePhotoModel.from_pretrained(missing)
+    missing.mkdir()
+    with pytest.raises(ConfigError, match="not a LivePhoto save_pretrained folder.*model_index.json"):
+        LivePhotoPipeline.from_pretrained(missing)
 
 
 def test_seeded_build_is_reproducible(cfg):
@@ -400,8 +411,7 @@ def test_reference_skip_is_the_residual_reparametrisation():
 
 def test_reference_skip_round_trips_and_needs_the_reference(tmp_path):
     model = perturbed(build.build_network(skip_cfg())).eval()
-    model.save_pretrained(tmp_path)
-    loaded = LivePhotoModel.from_pretrained(tmp_path).eval()
+    loaded = saved_and_loaded(model, tmp_path)
     assert loaded.cfg.reference_skip
     inputs = make_inputs(loaded.cfg)
     with torch.no_grad():

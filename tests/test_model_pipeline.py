@@ -44,6 +44,11 @@ def test_output_shapes_and_types(pipe, photo):
     assert latent.shape == (1, 4, 4, 16, 16)
 
 
+def test_video_size_defaults_to_the_models(pipe, photo):
+    frames = pipe(photo, "a dog runs", num_inference_steps=1, seed=0).frames
+    assert frames.shape == (1, pipe.cfg.num_frames, pipe.cfg.resolution, pipe.cfg.resolution, 3)
+
+
 def test_same_seed_same_video_different_seed_different(pipe, photo):
     a = pipe(photo, "a dog runs", seed=7, **CALL).frames
     b = pipe(photo, "a dog runs", seed=7, **CALL).frames
@@ -145,14 +150,51 @@ def test_export_video_round_trip(tmp_path, pipe, photo, fmt):
 
 
 def test_pipeline_save_load_round_trip(tmp_path, pipe, photo):
+    """save_pretrained writes a diffusers pipeline folder; LivePhotoPipeline.from_pretrained and
+    DiffusionPipeline.from_pretrained(..., trust_remote_code=True) both load it to the same video."""
+    import json
+
+    from diffusers import DiffusionPipeline
+
     pipe.save_pretrained(tmp_path)
-    for sub in ("scheduler", "vae", "text_encoder", "image_encoder"):
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == ["livephoto_pipeline", "LivePhotoPipeline"]
+    assert index["livephoto_adapter"] == ["model.adapter", "LivePhotoAdapter"] and index["motion_adapter"] == ["diffusers", "MotionAdapter"]
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and index["model_config"]["num_frames"] == pipe.cfg.num_frames
+    for sub in ("unet", "motion_adapter", "livephoto_adapter", "scheduler", "vae", "text_encoder", "tokenizer", "image_encoder"):
         assert (tmp_path / sub).is_dir(), sub
-    loaded = LivePhotoPipeline.from_pretrained(tmp_path)
-    loaded.set_progress_bar_config(disable=True)
     a = pipe(photo, "a dog runs", seed=3, **CALL).frames
-    b = loaded(photo, "a dog runs", seed=3, **CALL).frames
-    assert np.array_equal(a, b)
+    for loaded in (LivePhotoPipeline.from_pretrained(tmp_path), DiffusionPipeline.from_pretrained(tmp_path, trust_remote_code=True)):
+        assert type(loaded) is LivePhotoPipeline and set(loaded.components) == set(index) - {"_class_name", "_diffusers_version", "model_config"}
+        loaded.set_progress_bar_config(disable=True)
+        assert np.array_equal(a, loaded(photo, "a dog runs", seed=3, **CALL).frames)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        DiffusionPipeline.from_pretrained(tmp_path)  # diffusers' own guard: the folder names a module to import
+
+
+def test_fp16_variant_and_torch_dtype_as_in_diffusers(tmp_path, photo):
+    pipe = LivePhotoPipeline.from_pretrained("tiny")
+    pipe.save_pretrained(tmp_path, variant="fp16")
+    assert (tmp_path / "livephoto_adapter" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    half = LivePhotoPipeline.from_pretrained(tmp_path, variant="fp16", torch_dtype=torch.float16)
+    assert {p.dtype for p in half.unet.parameters()} == {torch.float16} and half.text_encoder.dtype == torch.float16
+    full = LivePhotoPipeline.from_pretrained(tmp_path, variant="fp16")  # float32 unless torch_dtype says otherwise
+    assert full.dtype == torch.float32
+    state, saved = full.model.state_dict(), pipe.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved.items())  # variant files keep the weights' dtype
+
+
+def test_a_folder_whose_pipeline_module_was_changed_or_an_old_layout_is_refused(tmp_path, pipe):
+    from common.config import ConfigError
+
+    pipe.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "livephoto_pipeline.py").write_text("import os\n")
+    with pytest.raises(ConfigError, match="livephoto_pipeline.py is not the file LivePhotoPipeline.save_pretrained writes"):
+        LivePhotoPipeline.from_pretrained(tmp_path / "m")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text('{"format": "livephoto-1", "model": {}}')
+    with pytest.raises(ConfigError, match="old 'livephoto-1' layout"):
+        LivePhotoPipeline.from_pretrained(tmp_path / "old")
 
 
 def test_other_scheduler_by_config(photo):
@@ -306,7 +348,7 @@ def test_push_to_hub_and_from_pretrained_by_hub_id_round_trip_through_the_cache(
     pipe.set_progress_bar_config(disable=True)
     url = pipe.push_to_hub("someone/livephoto-tiny")
     assert url.endswith("/commit/" + "1".rjust(40, "0"))
-    assert uploads[0][0] == "someone/livephoto-tiny" and {"config.json", "livephoto.safetensors", "scheduler"} <= set(uploads[0][1])
+    assert uploads[0][0] == "someone/livephoto-tiny" and {"model_index.json", "livephoto_pipeline.py", "livephoto_adapter", "motion_adapter", "scheduler"} <= set(uploads[0][1])
     loaded = LivePhotoPipeline.from_pretrained("someone/livephoto-tiny", local_files_only=True)
     loaded.set_progress_bar_config(disable=True)
     a, b = pipe(photo, "a dog runs", seed=1, **CALL).frames, loaded(photo, "a dog runs", seed=1, **CALL).frames

@@ -307,9 +307,9 @@ def test_a_replica_that_cannot_load_its_model_fails_the_app_with_its_own_error(u
 
     folder = tmp_path / "model"
     LivePhotoPipeline.from_pretrained("tiny").save_pretrained(folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["model"]["base_model"] = str(tmp_path / "sd15-not-here")
-    (folder / "config.json").write_text(json.dumps(config))
+    index = json.loads((folder / "model_index.json").read_text())  # as saved on a base that is not on this machine
+    index["model_config"]["base_model"], index["unet"] = str(tmp_path / "sd15-not-here"), [None, None]
+    (folder / "model_index.json").write_text(json.dumps(index))
     broken = ServeConfig(model=str(folder), num_gpus=0.0, max_constructor_retries=1)
     with pytest.raises(RuntimeError, match="Deploying application broken failed"):
         serve.run(build(broken), name="broken", route_prefix="/broken")

@@ -256,7 +256,7 @@ def test_model_sources_folder_checkpoint_and_mlflow(tiny, tmp_path):
     ckpt = tmp_path / "checkpoint_000010"
     ckpt.mkdir()
     save_file({k: v.contiguous() for k, v in tiny.model.trainable_state_dict().items()}, ckpt / "trainable.safetensors")
-    (ckpt / "state.json").write_text(json.dumps({"model": asdict(tiny.config), "state": {}}, default=list))
+    (ckpt / "state.json").write_text(json.dumps({"model": asdict(tiny.cfg), "state": {}}, default=list))
     assert np.array_equal(animate_batch(LivePhotoPipeline.from_pretrained(str(ckpt)), reqs)[0].frames, expected)
     # MLflow: runs:/<id>/final_model and models:/<name>/<version>
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -3,6 +3,7 @@ schedule that cannot leak the answer, and a re-weighting gate that stays open in
 
 from __future__ import annotations
 
+import copy
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -76,17 +77,15 @@ def test_a_saved_mini_model_references_its_text_encoder(tmp_path, mini):
     """save_pretrained stores the LivePhoto weights (fp16 on request) but not MiniLM, and loads back."""
     from model.pipeline import LivePhotoPipeline
 
-    pipe = LivePhotoPipeline.from_components(mini)
-    from model.build import save_components
-
-    save_components(pipe.components, tmp_path / "m", dtype=torch.float16)
+    pipe = LivePhotoPipeline.from_components(copy.deepcopy(mini))  # the fixture stays float32
+    pipe.to(torch.float16).save_pretrained(tmp_path / "m")
     assert not (tmp_path / "m" / "text_encoder").exists() and (tmp_path / "m" / "scheduler").is_dir()
     from safetensors.torch import load_file
 
-    weights = load_file(tmp_path / "m" / "livephoto.safetensors")
+    weights = load_file(tmp_path / "m" / "livephoto_adapter" / "diffusion_pytorch_model.safetensors")
     assert {v.dtype for v in weights.values()} == {torch.float16}
     back = LivePhotoPipeline.from_pretrained(tmp_path / "m")
-    assert back.model.dtype == torch.float32 and back.config.text_encoder == MINILM
+    assert back.model.dtype == torch.float32 and back.cfg.text_encoder == MINILM
     for name, param in back.model.state_dict().items():
         assert torch.equal(param, pipe.model.state_dict()[name].half().float()), name
 

@@ -7,6 +7,7 @@ server that cluster.yaml starts on the head node.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -96,7 +97,7 @@ class WorkerTracker:
         if not self.refs:
             return []
         c, s = self.components, self.cfg.samples
-        pipe = LivePhotoPipeline(model, c.vae, c.text_encoder, c.tokenizer, c.image_encoder, c.scheduler)
+        pipe = LivePhotoPipeline.from_components(dataclasses.replace(c, model=model))  # samples with training's own network
         pipe.set_progress_bar_config(disable=True)
         was_training = model.training
         model.eval()
@@ -130,7 +131,7 @@ class WorkerTracker:
         """Save the final model (EMA weights when on) and log it; optionally register it."""
         import json
 
-        from model.build import save_components
+        from model.pipeline import LivePhotoPipeline
 
         self.client.set_tag(self.run_id, "replicas", json.dumps(replicas))
 
@@ -139,7 +140,7 @@ class WorkerTracker:
             for name, value in ema.shadow.items():
                 params[name].data.copy_(value)
         final = Path(self.config["output_dir"]) / "final_model"
-        save_components(self.components, final)
+        LivePhotoPipeline.from_components(self.components).save_pretrained(final)
         self.client.set_tag(self.run_id, "final_model", str(final))
         self.client.log_metric(self.run_id, "final_step", state.step, step=state.step)
         if self.cfg.mlflow.log_model:  # an MLflow python_function model around the folder (model/mlflow_model.py)
