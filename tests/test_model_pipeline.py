@@ -357,3 +357,19 @@ def test_push_to_hub_and_from_pretrained_by_hub_id_round_trip_through_the_cache(
         LivePhotoPipeline.from_pretrained("someone/other", local_files_only=True)
     with pytest.raises(ValueError, match="repo_id: required"):
         pipe.save_pretrained(tmp_path / "x", push_to_hub=True)
+
+
+def test_a_pipeline_around_a_training_network_leaves_its_flags_and_mode():
+    """Training logs sample videos through a pipeline around its own network: the same modules,
+    whose trainable flags and train mode stay as training set them."""
+    from model.build import build_livephoto
+    from model.config import ModelConfig, model_preset
+
+    c = build_livephoto(ModelConfig(**model_preset("tiny")))
+    c.model.set_trainable(["motion", "base"])
+    c.model.train()
+    flags = {n: p.requires_grad for n, p in c.model.named_parameters()}
+    pipe = LivePhotoPipeline.from_components(c)
+    assert pipe.unet is c.model.unet and pipe.livephoto_adapter is c.model.adapter
+    assert {n: p.requires_grad for n, p in c.model.named_parameters()} == flags and c.model.unet.training
+    assert not any(p.requires_grad for p in c.model.adapter.reweight.parameters())  # "reweight" was left out above
