@@ -1,14 +1,14 @@
 """The LivePhoto denoising network: an AnimateDiff ``UNetMotionModel`` with the paper's additions.
 
 Built around an unmodified diffusers ``UNetMotionModel`` (SD 1.5 blocks + AnimateDiff motion
-modules); the additions are attached, not forked:
+modules); the additions, one :class:`~model.adapter.LivePhotoAdapter`, are installed into it, not forked:
 
 * ``conv_in`` widened from 4 to 10 input channels per frame (new channels zero-initialised):
   noised latent (4) | reference latent (4) | frame-embedding map (1) | intensity map (1).
 * Content encoder: frozen DINOv2 patch tokens -> trainable ``content_proj`` linear -> a second,
   decoupled cross-attention inside every spatial ``attn2`` (:class:`ContentAttnProcessor`),
   whose output projection starts at zero.
-* Text re-weighting (:class:`TextReweighting`): CLIP token embeddings -> transformer encoder
+* Text re-weighting (:class:`~model.adapter.TextReweighting`): CLIP token embeddings -> transformer encoder
   layers -> linear -> sigmoid, one weight in (0, 1) per token, multiplied onto the embedding.
 
 With the new parts at their initial values the network equals the base ``UNetMotionModel``
@@ -28,14 +28,15 @@ from einops import rearrange, repeat
 from torch import nn
 
 from model.adapter import (
-    ImageCrossAttention, LivePhotoAdapter, TextReweighting, input_channels, spatial_attentions, spatial_cross_attentions,
+    ImageCrossAttention, LivePhotoAdapter, input_channels, spatial_attentions, spatial_cross_attentions,
 )
 from model.config import ModelConfig
 from model.encoders import TOKENIZER_MAX_LENGTH, SEED_OFFSETS, seeded
 
 TRAINABLE_GROUPS = ("conv_in", "motion", "content", "reweight")
-BASE_GROUP = "base"  # the SD blocks; trainable only when built from scratch (tiny)
 """Parameter groups that train; everything else (SD 1.5 blocks) stays frozen."""
+BASE_GROUP = "base"
+"""The SD blocks as a group: trainable only for a base built from scratch (tiny, mini)."""
 
 def frame_embedding(num_frames: int, batch: int, height: int, width: int, *, device=None, dtype=None) -> torch.Tensor:
     """Frame-index map (batch, 1, frames, height, width): 0 at the first frame rising linearly to 1 at the last."""

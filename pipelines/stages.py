@@ -2,8 +2,8 @@
 
 CPU stages are plain functions (:func:`decode_batch`, :func:`score_batch_farneback`); stages
 that load weights are callable classes that load in ``__init__`` and hand each batch to a
-pure function (:class:`RaftScorer`, :class:`CaptionEmbedder`, :class:`ClipEncoder`). Tests
-call all of them without Ray.
+pure function (:class:`RaftScorer` -> ``score_clips_raft``, :class:`FrozenEncoders` ->
+:func:`embed_captions` / :func:`encode_clip_arrays`). Tests call all of them without Ray.
 
 Rows flowing between stages share one schema (:data:`STREAM_COLUMNS`). Arrays travel as
 raw little-endian bytes whose dtype and shape are fixed for the whole dataset and written to

@@ -1,9 +1,9 @@
 """CSV rows -> decoded clips: row checks, locating the video, frame sampling, decord decoding.
 
-Plain functions (no Ray): the Ray Data stage in :mod:`pipelines.preprocess` hands batches to
-:func:`decode_rows`, and tests call every function directly.
+Plain functions (no Ray): the Ray Data stage (``pipelines.stages.decode_batch``) hands each row
+to :func:`decode_row`, and tests call every function directly.
 
-A bad row or bad video never raises out of :func:`decode_rows`: it becomes one *error row*
+A bad row or bad video never raises out of :func:`decode_row`: it becomes one *error row*
 (``error`` = a reason code from :data:`REASONS`, ``message`` = details) so that every input row
 ends up either as its clips or as exactly one error row.
 """
