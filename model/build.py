@@ -24,7 +24,7 @@ from model.config import ModelConfig
 from model.encoders import SEED_OFFSETS, _how, frozen, load_pretrained, seeded
 from model.lora import fuse_loras
 from model.network import LivePhotoModel
-from model.single_file import base_configs, is_single_file, load_base_component, load_motion_adapter_file
+from model.single_file import base_configs, is_single_file, load_base_component, load_motion_adapter_file, read_once
 from model.sources import require_sources
 
 SD15_UNET_CONFIG: dict[str, Any] = dict(
@@ -240,14 +240,15 @@ def build_livephoto(cfg: ModelConfig) -> LivePhotoComponents:
     require_sources(cfg)
     image_encoder = encoders.load_image_encoder(cfg) if cfg.use_content_encoder else None
     image_dim = image_encoder.config.hidden_size if image_encoder is not None else encoders.encoder_dims(cfg)["image_dim"]
-    return LivePhotoComponents(
-        model=build_network(cfg, image_dim),
-        vae=encoders.load_vae(cfg),
-        text_encoder=encoders.load_text_encoder(cfg),
-        tokenizer=encoders.build_tokenizer(cfg),
-        image_encoder=image_encoder,
-        scheduler=build_scheduler(cfg),
-    )
+    with read_once(cfg):  # a single-file base: one read for its UNet, VAE and CLIP
+        return LivePhotoComponents(
+            model=build_network(cfg, image_dim),
+            vae=encoders.load_vae(cfg),
+            text_encoder=encoders.load_text_encoder(cfg),
+            tokenizer=encoders.build_tokenizer(cfg),
+            image_encoder=image_encoder,
+            scheduler=build_scheduler(cfg),
+        )
 
 
 def build_sd15_architecture(cfg: ModelConfig | None = None) -> LivePhotoComponents:

@@ -33,6 +33,7 @@ from model.encoders import frozen
 from model.image import center_crop_resize, to_rgb
 from model.load import MODEL_INDEX, PIPELINE_MODULE, PIPELINE_SHIM, load_saved, read_model_config
 from model.network import LivePhotoModel
+from model.single_file import read_once
 from model.sources import require_sources
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
@@ -116,8 +117,6 @@ class LivePhotoPipeline(DiffusionPipeline):
         self, unet=None, motion_adapter=None, livephoto_adapter=None, vae=None, text_encoder=None, tokenizer=None,
         image_encoder=None, scheduler=None, model_config=None,
     ):
-        from diffusers import UNetMotionModel
-
         super().__init__()
         cfg = from_dict(ModelConfig, dict(model_config or {}), prefix="model_config")
         if scheduler is not None and "scheduler" not in (model_config or {}):  # the config names the class when it can
@@ -125,6 +124,13 @@ class LivePhotoPipeline(DiffusionPipeline):
         needed = {"unet": unet is None, "motion_adapter": unet is None and motion_adapter is None, "vae": vae is None,
                   "text": text_encoder is None or tokenizer is None, "image_encoder": image_encoder is None}
         require_sources(cfg, tuple(name for name, missing in needed.items() if missing))  # all missing ones at once
+        with read_once(cfg):  # a single-file base: one read for its UNet, VAE and CLIP
+            self._build(cfg, unet, motion_adapter, livephoto_adapter, vae, text_encoder, tokenizer, image_encoder, scheduler)
+
+    def _build(self, cfg, unet, motion_adapter, livephoto_adapter, vae, text_encoder, tokenizer, image_encoder, scheduler) -> None:
+        """``__init__``'s body: build what is None, assemble the network, register the modules."""
+        from diffusers import UNetMotionModel
+
         if cfg.use_content_encoder and image_encoder is None:
             image_encoder = encoders.load_image_encoder(cfg)
         image_dim = image_encoder.config.hidden_size if image_encoder is not None else None

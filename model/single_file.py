@@ -19,11 +19,12 @@ table's length), so no hub config is needed either.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from model.config import ModelConfig
 
@@ -81,6 +82,36 @@ def _write(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=list) + "\n")
 
 
+_CHECKPOINTS: dict[str, Any] = {}
+"""Single-file bases being built from inside a :func:`read_once` block: path -> its tensors (None until read)."""
+
+
+@contextlib.contextmanager
+def read_once(cfg: ModelConfig) -> Iterator[None]:
+    """Within the block, a single-file base (``cfg.base_model``) is read from disk once and shared
+    by its UNet, VAE and CLIP; its tensors are let go at the end of the block."""
+    path = cfg.base_model
+    if not is_single_file(path) or path in _CHECKPOINTS:
+        yield
+        return
+    _CHECKPOINTS[path] = None
+    try:
+        yield
+    finally:
+        _CHECKPOINTS.pop(path, None)
+
+
+def _checkpoint_of(path: str, local_files_only: bool) -> Any:
+    """The tensors of ``path`` when a :func:`read_once` block holds it (read on first use), else ``path``."""
+    from diffusers.loaders.single_file_utils import load_single_file_checkpoint
+
+    if path not in _CHECKPOINTS:
+        return path
+    if _CHECKPOINTS[path] is None:
+        _CHECKPOINTS[path] = load_single_file_checkpoint(path, local_files_only=local_files_only)
+    return _CHECKPOINTS[path]
+
+
 def load_base_component(label: str, cfg: ModelConfig, cls, subfolder: str):
     """One SD 1.5 component's weights: ``cls.from_pretrained(base_model, subfolder=...)``, or
     from a single file through diffusers' converters with the configs of :func:`base_configs`."""
@@ -91,19 +122,28 @@ def load_base_component(label: str, cfg: ModelConfig, cls, subfolder: str):
         return load_pretrained(label, cfg.base_model, how, cls.from_pretrained, subfolder=subfolder,
                                local_files_only=cfg.local_files_only, variant=cfg.variant)
     config = base_configs(cfg)
-    if hasattr(cls, "from_single_file"):  # diffusers models (UNet, VAE)
-        return load_pretrained(label, cfg.base_model, how, cls.from_single_file, config=config, subfolder=subfolder,
-                               local_files_only=cfg.local_files_only)
-    return load_pretrained(label, cfg.base_model, how, _clip_from_single_file, cls=cls, config=config,
-                           subfolder=subfolder, local_files_only=cfg.local_files_only)
+    return load_pretrained(label, cfg.base_model, how, _from_single_file, cls=cls, config=config, subfolder=subfolder,
+                           local_files_only=cfg.local_files_only)
 
 
-def _clip_from_single_file(path: str, cls, config: str, subfolder: str, local_files_only: bool):
+def _from_single_file(path: str, cls, config: str, subfolder: str, local_files_only: bool):
+    """A diffusers model (UNet, VAE: ``from_single_file``) or the CLIP text encoder of an LDM
+    checkpoint, from the tensors :func:`read_once` holds or else from the file."""
+    checkpoint = _checkpoint_of(path, local_files_only)
+    if hasattr(cls, "from_single_file"):
+        return cls.from_single_file(checkpoint, config=config, subfolder=subfolder, local_files_only=local_files_only)
+    if not isinstance(checkpoint, dict):
+        from diffusers.loaders.single_file_utils import load_single_file_checkpoint
+
+        checkpoint = load_single_file_checkpoint(path, local_files_only=local_files_only)
+    return _clip_from_checkpoint(checkpoint, path, cls, config, subfolder, local_files_only)
+
+
+def _clip_from_checkpoint(checkpoint: dict[str, Any], path: str, cls, config: str, subfolder: str, local_files_only: bool):
     """The CLIP text encoder of an LDM checkpoint (``cond_stage_model.transformer.*``), as diffusers'
     ``StableDiffusionPipeline.from_single_file`` builds it."""
-    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm, load_single_file_checkpoint
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 
-    checkpoint = load_single_file_checkpoint(path, local_files_only=local_files_only)
     if not any(k.startswith("cond_stage_model.transformer.") for k in checkpoint):
         raise ValueError(f"{path} holds no SD 1.5 CLIP text encoder (no cond_stage_model.transformer.* tensors)")
     return create_diffusers_clip_model_from_ldm(cls, checkpoint, subfolder=subfolder, config=config,

@@ -149,3 +149,28 @@ def test_a_missing_relative_file_is_not_called_a_hub_id(tmp_path, monkeypatch):
     text = str(info.value)
     assert "no file 'dreamshaper_8.safetensors'" in text and "LoRA 0 (--model.lora style.safetensors)" in text
     assert "hf download" not in text
+
+
+def test_a_single_file_base_is_read_once_for_its_three_components(base, tmp_path, monkeypatch):
+    import diffusers.loaders.single_file_model as model_loader
+    import diffusers.loaders.single_file_utils as utils
+
+    path = sd15_single_file(base["folder"], tmp_path / "fine-tune.safetensors")
+    reads, real = [], utils.load_single_file_checkpoint
+
+    def counted(p, **kw):
+        if isinstance(p, str):  # a dict is what read_once hands on: no read
+            reads.append(p)
+        return real(p, **kw)
+
+    for module in (utils, model_loader):  # from_single_file calls its own import of it
+        monkeypatch.setattr(module, "load_single_file_checkpoint", counted)
+    cfg = tiny(base_model=str(path), base_config=str(base["folder"]), local_files_only=True)
+    components = build.build_livephoto(cfg)
+    assert reads == [str(path)]  # UNet, VAE and CLIP from one read
+    assert _same(components.model, base["plain"].model) and _same(components.text_encoder, base["plain"].text_encoder)
+    pipe = LivePhotoPipeline.from_components(components)
+    pipe.save_pretrained(tmp_path / "model")
+    reads.clear()
+    LivePhotoPipeline.from_pretrained(tmp_path / "model")
+    assert reads == [str(path)]
