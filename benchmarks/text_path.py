@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from evaluation.metrics import motion_stats, psnr  # noqa: E402
 from model import encoders as E  # noqa: E402
 from model.build import build_livephoto  # noqa: E402
-from model.config import ModelConfig, model_preset  # noqa: E402
+from model.config import BASE_GROUP, TRAINABLE_GROUPS, ModelConfig, model_preset  # noqa: E402
 from model.pipeline import LivePhotoPipeline  # noqa: E402
 from pipelines import sample_data as sd  # noqa: E402
 from training.loop import diffusion_loss, step_generator, text_path_stats  # noqa: E402
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     size, frames = cfg.resolution, cfg.num_frames
     c = build_livephoto(cfg)
     model = c.model
-    model.set_trainable(["conv_in", "motion", "content", "reweight", "base"])
+    model.set_trainable([*TRAINABLE_GROUPS, BASE_GROUP])
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
 

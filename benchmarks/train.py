@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from common.config import load  # noqa: E402
+from model.config import TRAINABLE_GROUPS  # noqa: E402
 from training.config import PRESETS, TrainConfig  # noqa: E402
 
 
@@ -98,7 +99,7 @@ def gpu_mode(args: argparse.Namespace) -> None:
 
     c = build_sd15_architecture(ModelConfig(resolution=256, num_frames=16))
     model = c.model.cuda().train()
-    model.set_trainable(["conv_in", "motion", "content", "reweight"])
+    model.set_trainable(TRAINABLE_GROUPS)
     model.enable_gradient_checkpointing() if args.checkpointing else None
     params = model.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=1e-4)

@@ -229,6 +229,11 @@ def model_preset(name: str) -> dict[str, Any]:
     return dict(presets[name])
 
 
+TRAINABLE_GROUPS = ("conv_in", "motion", "content", "reweight")
+"""Parameter groups of the LivePhoto network that train by default (model/network.py); the SD blocks stay frozen."""
+BASE_GROUP = "base"
+"""The SD blocks as a group: trainable only for a base built from scratch (tiny, mini)."""
+
 MODEL_PRESETS = ("tiny", "mini", "sd15")
 """Preset names: the architecture a job builds (``--preset``)."""
 

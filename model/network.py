@@ -30,13 +30,9 @@ from torch import nn
 from model.adapter import (
     ImageCrossAttention, LivePhotoAdapter, input_channels, spatial_attentions, spatial_cross_attentions,
 )
-from model.config import ModelConfig
+from model.config import BASE_GROUP, TRAINABLE_GROUPS, ModelConfig
 from model.encoders import TOKENIZER_MAX_LENGTH, SEED_OFFSETS, seeded
 
-TRAINABLE_GROUPS = ("conv_in", "motion", "content", "reweight")
-"""Parameter groups that train; everything else (SD 1.5 blocks) stays frozen."""
-BASE_GROUP = "base"
-"""The SD blocks as a group: trainable only for a base built from scratch (tiny, mini)."""
 
 def frame_embedding(num_frames: int, batch: int, height: int, width: int, *, device=None, dtype=None) -> torch.Tensor:
     """Frame-index map (batch, 1, frames, height, width): 0 at the first frame rising linearly to 1 at the last."""

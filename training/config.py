@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from common.config import check, nested, opt, required
-from model.config import ModelConfig, model_preset
+from model.config import BASE_GROUP, TRAINABLE_GROUPS, ModelConfig, model_preset
 
-TRAINABLE_CHOICES = ("conv_in", "motion", "content", "reweight", "base")
+TRAINABLE_CHOICES = (*TRAINABLE_GROUPS, BASE_GROUP)
 
 
 @dataclass
@@ -33,7 +33,7 @@ class TrainLoopConfig:
     batch_size: int = opt(4, "clips per worker per micro-batch")
     grad_accum: int = opt(1, "micro-batches per optimizer step")
     seed: int = opt(0, "seed of noise, timesteps and caption dropout (per step and rank)")
-    trainable: list[str] = opt(["conv_in", "motion", "content", "reweight"], f"parts that train: {', '.join(TRAINABLE_CHOICES)}")
+    trainable: list[str] = opt(list(TRAINABLE_GROUPS), f"parts that train: {', '.join(TRAINABLE_CHOICES)}")
     caption_dropout: float = opt(0.5, "probability of training a clip with the empty caption (classifier-free guidance)")
     noise_offset: float = opt(0.0, "offset noise strength (0 = off)")
     min_snr_gamma: float | None = opt(None, "min-SNR loss weighting gamma (None = plain MSE)")
@@ -177,7 +177,7 @@ def _tiny() -> dict[str, Any]:
     return {
         "model": model_preset("tiny"),
         # the tiny "SD" blocks are random, so nothing pretrained needs protecting: train them too
-        "train": {"steps": 200, "batch_size": 4, "trainable": ["conv_in", "motion", "content", "reweight", "base"],
+        "train": {"steps": 200, "batch_size": 4, "trainable": list(TRAINABLE_CHOICES),
                   "log_every": 5, "val_every": 50, "val_batches": 2},
         "optim": {"lr": 1e-3, "warmup_steps": 10, "schedule": "cosine"},
         "samples": {"every": 100, "count": 2, "num_inference_steps": 4},
@@ -189,7 +189,7 @@ def _tiny() -> dict[str, Any]:
 def _sd15() -> dict[str, Any]:
     return {
         "model": model_preset("sd15"),
-        "train": {"steps": 100_000, "batch_size": 4, "trainable": ["conv_in", "motion", "content", "reweight"],
+        "train": {"steps": 100_000, "batch_size": 4, "trainable": list(TRAINABLE_GROUPS),
                   "gradient_checkpointing": True, "log_every": 50, "val_every": 1000},
         "optim": {"lr": 1e-4, "warmup_steps": 500, "ema_decay": 0.9999},
         "samples": {"every": 2000, "count": 4, "num_inference_steps": 25},
