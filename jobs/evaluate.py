@@ -13,10 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from common.config import load_from_argv, main_with_errors  # noqa: E402
-from evaluation.config import PRESETS, EvalConfig  # noqa: E402
+from common.config import load_from_argv, main_with_errors
+from evaluation.config import PRESETS, EvalConfig
 
 
 def main(argv: list[str]) -> dict:

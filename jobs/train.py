@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from common.config import load_from_argv, main_with_errors  # noqa: E402
-from training.config import PRESETS, TrainConfig  # noqa: E402
+from common.config import load_from_argv, main_with_errors
+from training.config import PRESETS, TrainConfig
 
 
 def main(argv: list[str]) -> dict:

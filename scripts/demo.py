@@ -27,9 +27,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from common.raylocal import LocalRayHead  # noqa: E402
+from common.raylocal import LocalRayHead
 
 
 def step(text: str) -> None:
