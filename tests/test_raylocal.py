@@ -14,16 +14,33 @@ import sys
 import time
 from pathlib import Path
 
+import socket
+
 import psutil
 import pytest
 
-from common.raylocal import LocalRayHead, LocalRayHeadError, port_is_free
+from common.raylocal import LocalRayHead, LocalRayHeadError
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 MARKER = "LIVEPHOTO-RAYLOCAL-OK"
 
 pytestmark = pytest.mark.timeout(150)  # hard cap; each test takes 5-40 s
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def _leftovers(temp_dir) -> list[int]:
+    """Processes anywhere on the machine that name this head's temp dir (a test-side check)."""
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if str(temp_dir) in " ".join(p.info["cmdline"] or [])]
 
 
 def _write_job_dir(root: Path) -> Path:
@@ -108,47 +125,15 @@ def test_job_submit_cli_and_sdk_then_clean_stop(
         pids = head.pids
         ports = dict(head.ports)
         temp_dir = head.temp_dir
-        assert head.pid in pids and len(pids) >= 4  # ray start, gcs_server, raylet, dashboard...
+        assert len(pids) >= 4  # ray start, gcs_server, raylet, dashboard...
         names = " ".join(psutil.Process(p).name() for p in pids if psutil.pid_exists(p))
         assert "gcs_server" in names and "raylet" in names
 
     assert head.alive_pids() == set()
-    for pid in pids:
-        if psutil.pid_exists(pid):  # only a recycled PID may remain: not one of ours
-            assert str(temp_dir) not in " ".join(psutil.Process(pid).cmdline())
+    assert _leftovers(temp_dir) == []
     assert all(port_is_free(p) for p in ports.values()), ports
     assert not temp_dir.exists()
     head.stop()  # idempotent
-
-
-def test_cli_run_passes_env_and_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _hostile_env(monkeypatch, tmp_path)
-    code = (
-        "import os, sys, ray\n"
-        "ray.init()\n"
-        f"print('{MARKER}', int(ray.cluster_resources()['CPU']), os.environ['RAY_AUTH_MODE'])\n"
-        "sys.exit(3)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "common.raylocal", "--num-cpus", "1", "--run", "--",
-         "python", "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=140,
-    )
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert f"{MARKER} 1 token" in proc.stdout, proc.stdout + proc.stderr
-    match = re.search(r"temp dir (\S+)\)", proc.stderr)
-    assert match, proc.stderr
-    temp_dir = match.group(1)
-    assert not Path(temp_dir).exists()
-    leftovers = [
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if temp_dir in " ".join(p.info["cmdline"] or [])
-    ]
-    assert leftovers == []
 
 
 def test_start_timeout_reports_log_and_cleans_up() -> None:
@@ -160,9 +145,4 @@ def test_start_timeout_reports_log_and_cleans_up() -> None:
     time.sleep(1)  # anything a half-started `ray start` spawned late would show up now
     assert head.alive_pids() == set()
     assert not temp_dir.exists()
-    leftovers = [
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if str(temp_dir) in " ".join(p.info["cmdline"] or [])
-    ]
-    assert leftovers == []
+    assert _leftovers(temp_dir) == []
