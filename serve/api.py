@@ -1,29 +1,25 @@
-"""The HTTP side of the Serve app: the FastAPI API (checks every field, decodes the photo,
-encodes the video) and the ``LivePhotoIngress`` deployment that forwards checked requests to
-the ``LivePhotoModel`` deployment.
+"""The HTTP side of the Serve app: the FastAPI API (a Pydantic form checks every field, the
+photo is decoded, the video encoded in memory) and the ``LivePhotoIngress`` deployment that
+forwards checked requests to the ``LivePhotoModel`` deployment.
 
 :func:`create_app` is plain FastAPI over two async callables (``animate``, ``describe``), so
 it can be tested without Ray; the deployment passes calls to the model's handle.
 """
 
-from __future__ import annotations
-
 import asyncio
 import io
 import logging
-import math
-import re
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Annotated, Any, Awaitable, Callable, Literal
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from serve.config import ServeConfig
@@ -34,14 +30,8 @@ logger = logging.getLogger("ray.serve")
 
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 VIDEO_TYPES = {"mp4": "video/mp4", "gif": "image/gif"}
-FORM_FIELDS = (
-    "image", "prompt", "negative_prompt", "intensity", "num_frames", "num_inference_steps",
-    "guidance_scale", "seed", "fps", "format",
-)
 MAX_SEED = 2**32 - 1
 MAX_FPS = 60
-OPEN_PATHS = ("/", "/healthz", "/livez", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
-_INT = re.compile(r"[+-]?\d{1,20}")
 
 
 class ApiError(Exception):
@@ -55,38 +45,36 @@ class ApiError(Exception):
         return JSONResponse({"detail": str(self)}, status_code=self.status, headers=self.headers)
 
 
-# --------------------------------------------------------------------------- field checks
+def animate_form(cfg: ServeConfig) -> type[BaseModel]:
+    """The ``POST /v1/animate`` form, with this server's limits as field bounds. The bounds that
+    depend on the loaded model (intensity levels, most frames) are checked by :meth:`checked`."""
 
+    class AnimateForm(BaseModel):
+        model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-def parse_int(value: str | None, field: str, low: int, high: int, default: int | None) -> int | None:
-    """An integer form field in [low, high]; ``default`` when absent or blank."""
-    if value is None or value.strip() == "":
-        return default
-    text = value.strip()
-    if not _INT.fullmatch(text) or not low <= int(text) <= high:
-        raise ApiError(422, field, f"must be an integer {low}..{high}, got {value!r}")
-    return int(text)
+        image: UploadFile = Field(description="the photo: JPEG, PNG or WebP")
+        prompt: str = Field(min_length=1, max_length=cfg.max_prompt_chars, description="the motion, e.g. 'the flag waves'")
+        negative_prompt: str = Field("", max_length=cfg.max_prompt_chars, description="what to steer away from (guidance)")
+        intensity: int = Field(5, ge=1, description="motion intensity, 1..the model's levels")
+        num_frames: int | None = Field(None, ge=2, description="frames of the video (default: the model's)")
+        num_inference_steps: int = Field(cfg.default_num_inference_steps, ge=1, le=cfg.max_num_inference_steps)
+        guidance_scale: float = Field(cfg.default_guidance_scale, ge=0, le=cfg.max_guidance_scale, allow_inf_nan=False)
+        seed: int | None = Field(None, ge=0, le=MAX_SEED, description="random when not given (reported in X-Seed)")
+        fps: int = Field(cfg.default_fps, ge=1, le=MAX_FPS)
+        format: Literal["mp4", "gif"] = "mp4"
 
+        def checked(self, model: dict[str, Any]) -> "AnimateForm":
+            """The form with the model's bounds checked and defaults filled in."""
+            if self.intensity > model["intensity_levels"]:
+                raise ApiError(422, "intensity", f"must be an integer 1..{model['intensity_levels']}, got {self.intensity}")
+            if self.num_frames is not None and self.num_frames > model["max_frames"]:
+                raise ApiError(422, "num_frames", f"must be an integer 2..{model['max_frames']}, got {self.num_frames}")
+            return self.model_copy(update={
+                "num_frames": self.num_frames or model["num_frames"],
+                "seed": secrets.randbelow(MAX_SEED + 1) if self.seed is None else self.seed,
+            })
 
-def parse_float(value: str | None, field: str, low: float, high: float, default: float) -> float:
-    if value is None or value.strip() == "":
-        return default
-    try:
-        number = float(value.strip())
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or not low <= number <= high:
-        raise ApiError(422, field, f"must be a number {low:g}..{high:g}, got {value!r}")
-    return number
-
-
-def parse_text(value: str | None, field: str, max_chars: int, required: bool) -> str:
-    text = (value or "").strip()
-    if required and not text:
-        raise ApiError(422, field, "required: a non-empty text")
-    if len(text) > max_chars:
-        raise ApiError(422, field, f"must be at most {max_chars} characters, got {len(text)}")
-    return text
+    return AnimateForm
 
 
 def decode_image(data: bytes, resolution: int, max_pixels: int) -> np.ndarray:
@@ -125,52 +113,23 @@ def decode_image(data: bytes, resolution: int, max_pixels: int) -> np.ndarray:
     return center_crop_resize(to_rgb(image), resolution, resolution)
 
 
-def encode_video(frames: np.ndarray, fps: int, fmt: str) -> bytes:
-    """uint8 (frames, height, width, 3) -> MP4 (H.264 yuv420p) or GIF bytes (model.video_io)."""
-    from model.video_io import export_video
+class BodyLimit:
+    """ASGI middleware, run before any body is parsed: a request body over ``max_body`` bytes is
+    a 413 (FastAPI and Starlette have no such limit). A body without Content-Length is read up
+    to the limit and replayed."""
 
-    with tempfile.TemporaryDirectory(prefix="livephoto-video-") as tmp:
-        path = export_video(frames, Path(tmp) / f"video.{fmt}", fps=fps, format=fmt)
-        return path.read_bytes()
-
-
-def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-
-# --------------------------------------------------------------------------- guard middleware
-
-
-class Guard:
-    """ASGI middleware run before any body is read: the API key on /v1/*, then the body size.
-
-    A body without Content-Length is read up to the limit and replayed, so no upload larger
-    than ``max_body`` is ever parsed.
-    """
-
-    def __init__(self, app, api_key: str | None, max_body: int):
-        self.app, self.api_key, self.max_body = app, api_key, max_body
+    def __init__(self, app, max_body: int):
+        self.app, self.max_body = app, max_body
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        path = scope.get("path", "")
-        if self.api_key and path not in OPEN_PATHS:
-            scheme, _, token = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.api_key.encode()):
-                response = _json_error(401, "authorization: missing or wrong API key; send 'Authorization: Bearer KEY'", {"WWW-Authenticate": "Bearer"})
-                return await response(scope, receive, send)
-        length = headers.get("content-length")
-        too_large = _json_error(413, f"request: body larger than {self.max_body} bytes")
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        too_large = JSONResponse({"detail": f"request: body larger than {self.max_body} bytes"}, 413)
         if length is not None:
             if not length.isdigit():
-                return await _json_error(400, "content-length: not a number")(scope, receive, send)
-            if int(length) > self.max_body:
-                return await too_large(scope, receive, send)
-            return await self.app(scope, receive, send)
-        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            return await self.app(scope, receive, send)
+                return await JSONResponse({"detail": "content-length: not a number"}, 400)(scope, receive, send)
+            return await (too_large if int(length) > self.max_body else self.app)(scope, receive, send)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -181,14 +140,10 @@ class Guard:
             if size > self.max_body:
                 return await too_large(scope, receive, send)
             more = message.get("more_body", False)
-        body, done = b"".join(chunks), False
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay():
-            nonlocal done
-            if done:
-                return await receive()
-            done = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return pending.pop() if pending else await receive()
 
         return await self.app(scope, replay, send)
 
@@ -213,7 +168,10 @@ def _remote_cause(exc: BaseException) -> BaseException:
 
 
 def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app: ``GET /``, ``GET /healthz``, ``GET /v1/model``, ``POST /v1/animate``."""
+    """The FastAPI app: ``GET /``, ``GET /healthz``, ``GET /v1/model``, ``POST /v1/animate``.
+
+    (No ``from __future__ import annotations`` in this module: FastAPI reads the annotations of
+    the routes below, which name the local ``Form_`` and ``bearer``.)"""
     from ray.exceptions import ActorUnavailableError, RayActorError
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
@@ -227,6 +185,17 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
         version="1",
     )
     info: dict[str, Any] = {}
+    Form_ = animate_form(cfg)  # noqa: N806 - a class
+    bearer = HTTPBearer(auto_error=False)
+
+    async def require_key(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        """The API key of /v1/* (none set: open). Checked before the form is validated."""
+        given = credentials.credentials.encode() if credentials else b""
+        if api_key and not secrets.compare_digest(given, api_key.encode()):
+            raise ApiError(401, "authorization", "missing or wrong API key; send 'Authorization: Bearer KEY'",
+                           {"WWW-Authenticate": "Bearer"})
+
+    keyed = [Depends(require_key)]
 
     async def model_info() -> dict[str, Any]:
         if not info:
@@ -240,12 +209,13 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "header")]
-        field = ".".join(loc) or "request"
+        field = ".".join(str(x) for x in first.get("loc", ()) if x not in ("body", "query", "header")) or "request"
         message = first.get("msg", "invalid")
         if field == "image":
-            message = f"must be a file upload (multipart/form-data); {message}"
-        return _json_error(422, f"{field}: {message}")
+            message = f"required: a {', '.join(IMAGE_FORMATS)} file upload (multipart/form-data); {message}"
+        elif first.get("type") == "extra_forbidden":
+            message = f"unknown field; allowed: {', '.join(Form_.model_fields)}"
+        return JSONResponse({"detail": f"{field}: {message}"}, 422)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -272,7 +242,7 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
             return JSONResponse({"status": "unavailable", "model": "the pipeline failed its check"}, 503, headers=retry)
         return JSONResponse({"status": "ok", "model": "ready"})
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", dependencies=keyed)
     async def get_model() -> dict[str, Any]:
         """What is loaded: source, resolution, default and maximum frames, intensity levels,
         request limits, and the batch sizes one model replica has run."""
@@ -305,6 +275,7 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
 
     @app.post(
         "/v1/animate",
+        dependencies=keyed,
         response_class=Response,
         responses={
             200: {"content": {"video/mp4": {}, "image/gif": {}}, "description": "the video; headers X-Seed, X-Inference-Seconds, X-Batch-Size"},
@@ -317,80 +288,51 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
             504: {"description": "timed out"},
         },
     )
-    async def animate(
-        request: Request,
-        image: UploadFile | None = File(None, description="the photo: JPEG, PNG or WebP"),
-        prompt: str | None = Form(None, description="the motion, e.g. 'the flag waves'"),
-        negative_prompt: str | None = Form(None, description="what to steer away from (classifier-free guidance)"),
-        intensity: str | None = Form(None, description="motion intensity, integer 1..levels (default 5)"),
-        num_frames: str | None = Form(None, description="frames of the video (default: the model's)"),
-        num_inference_steps: str | None = Form(None, description="denoising steps"),
-        guidance_scale: str | None = Form(None, description="text guidance scale"),
-        seed: str | None = Form(None, description=f"0..{MAX_SEED}; random when not given (reported in X-Seed)"),
-        fps: str | None = Form(None, description=f"frames per second 1..{MAX_FPS}"),
-        format: str | None = Form(None, description="mp4 (default) or gif"),  # noqa: A002
-    ) -> Response:
+    async def animate(form: Annotated[Form_, Form()]) -> Response:
         """Animate a photo. multipart/form-data; answers the video bytes."""
         start = time.perf_counter()
-        # 1. the form: no unknown fields, an image present
-        form = await request.form()
-        unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
-        if unknown:
-            raise ApiError(422, unknown[0], f"unknown field; allowed: {', '.join(FORM_FIELDS)}")
-        if image is None or not hasattr(image, "read"):
-            raise ApiError(422, "image", f"required: a {', '.join(IMAGE_FORMATS)} file")
-        # 2. the text fields, against the loaded model
-        model = await model_info()
-        fmt = (format or "mp4").strip().lower()
-        if fmt not in VIDEO_TYPES:
-            raise ApiError(422, "format", f"got {format!r}, allowed: {', '.join(VIDEO_TYPES)}")
-        text = parse_text(prompt, "prompt", cfg.max_prompt_chars, required=True)
-        negative = parse_text(negative_prompt, "negative_prompt", cfg.max_prompt_chars, required=False)
-        level = parse_int(intensity, "intensity", 1, model["intensity_levels"], 5)
-        frames = parse_int(num_frames, "num_frames", 2, model["max_frames"], model["num_frames"])
-        steps = parse_int(num_inference_steps, "num_inference_steps", 1, cfg.max_num_inference_steps, cfg.default_num_inference_steps)
-        guidance = parse_float(guidance_scale, "guidance_scale", 0.0, cfg.max_guidance_scale, cfg.default_guidance_scale)
-        rate = parse_int(fps, "fps", 1, MAX_FPS, cfg.default_fps)
-        used_seed = parse_int(seed, "seed", 0, MAX_SEED, None)
-        if used_seed is None:
-            used_seed = secrets.randbelow(MAX_SEED + 1)
-        # 3. the photo: size, header, decode, crop + resize to the model's resolution
-        data = await image.read(cfg.max_image_bytes + 1)
+        form = form.checked(await model_info())
+        # 1. the photo: size, header, decode, crop + resize to the model's resolution
+        data = await form.image.read(cfg.max_image_bytes + 1)
         if len(data) > cfg.max_image_bytes:
             raise ApiError(413, "image", f"larger than {cfg.max_image_bytes} bytes")
-        pixels = await asyncio.to_thread(decode_image, data, model["resolution"], cfg.max_image_pixels)
-        req = AnimateRequest(pixels, text, level, negative, frames, steps, guidance, used_seed)
-        # 4. the model (batched with other requests), bounded by the queue and the timeout
+        pixels = await asyncio.to_thread(decode_image, data, info["resolution"], cfg.max_image_pixels)
+        req = AnimateRequest(pixels, form.prompt, form.intensity, form.negative_prompt, form.num_frames,
+                             form.num_inference_steps, form.guidance_scale, form.seed)
+        # 2. the model (batched with other requests), bounded by the queue and the timeout
         try:
             result = await asyncio.wait_for(backend.animate(req), timeout=cfg.request_timeout_s)
         except asyncio.TimeoutError:
-            return _json_error(504, f"request: no video within {cfg.request_timeout_s:g} s; retry later or ask for fewer frames/steps")
+            return JSONResponse({"detail": f"request: no video within {cfg.request_timeout_s:g} s; retry later or ask for fewer frames/steps"}, 504)
         except BackPressureError:
-            return _json_error(503, "model: queue full; retry later", retry)
+            raise ApiError(503, "model", "queue full; retry later", retry) from None
         except DeploymentUnavailableError:
-            return _json_error(503, "model: not available yet; retry later", retry)
+            raise ApiError(503, "model", "not available yet; retry later", retry) from None
         except (RayActorError, ActorUnavailableError) as exc:
             logger.warning("model replica lost during a request: %s", str(exc).splitlines()[0][:300])
-            return _json_error(503, "model: the replica running this request stopped and is being restarted; retry later", retry)
+            raise ApiError(503, "model", "the replica running this request stopped and is being restarted; retry later", retry) from None
         except ValueError as exc:  # the pipeline's own input check (names the field)
-            return _json_error(422, str(_remote_cause(exc)).splitlines()[0])
+            return JSONResponse({"detail": str(_remote_cause(exc)).splitlines()[0]}, 422)
         except Exception as exc:  # noqa: BLE001 - a JSON answer, never a bare 500
             cause = _remote_cause(exc)
             logger.exception("animate failed")
-            return _json_error(500, f"model: {type(cause).__name__}: {str(cause).splitlines()[0][:300] if str(cause) else ''}")
-        # 5. the video
-        video = await asyncio.to_thread(encode_video, result.frames, rate, fmt)
+            message = str(cause).splitlines()[0][:300] if str(cause) else ""
+            return JSONResponse({"detail": f"model: {type(cause).__name__}: {message}"}, 500)
+        # 3. the video, encoded in memory
+        from model.video_io import encode_video  # torch is imported lazily in the ingress
+
+        video = await asyncio.to_thread(encode_video, result.frames, form.fps, form.format)
         headers = {
-            "X-Seed": str(used_seed),
+            "X-Seed": str(form.seed),
             "X-Inference-Seconds": f"{result.inference_s:.3f}",
             "X-Batch-Size": str(result.batch_size),
             "X-Total-Seconds": f"{time.perf_counter() - start:.3f}",
             "X-Num-Frames": str(int(result.frames.shape[0])),
-            "Content-Disposition": f'inline; filename="livephoto-{used_seed}.{fmt}"',
+            "Content-Disposition": f'inline; filename="livephoto-{form.seed}.{form.format}"',
         }
-        return Response(video, media_type=VIDEO_TYPES[fmt], headers=headers)
+        return Response(video, media_type=VIDEO_TYPES[form.format], headers=headers)
 
-    app.add_middleware(Guard, api_key=api_key, max_body=cfg.max_request_bytes)
+    app.add_middleware(BodyLimit, max_body=cfg.max_request_bytes)
     return app
 
 
@@ -400,11 +342,7 @@ class LivePhotoIngress:
     """HTTP ingress: checks requests, hands them to the model deployment, encodes the video."""
 
     def __init__(self, model, cfg: ServeConfig, api_key: str | None = None):
-        from PIL import Image
-
         self.model, self.cfg, self.api_key = model, cfg, api_key
-        # PIL's own decompression-bomb check (in this replica's process), behind decode_image's
-        Image.MAX_IMAGE_PIXELS = cfg.max_image_pixels
 
     async def _animate(self, req: AnimateRequest) -> AnimateResult:
         return await self.model.animate.remote(req)
