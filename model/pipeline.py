@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from einops import rearrange, repeat
@@ -321,7 +322,8 @@ class LivePhotoPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ steps
 
-    def check_inputs(self, prompts, intensities, num_frames, height, width, num_inference_steps, guidance_scale, output_type) -> None:
+    def check_inputs(self, prompts, intensities, num_frames, height, width, num_inference_steps, guidance_scale, output_type,
+                     guidance_rescale: float = 0.0) -> None:
         """Raise a short ValueError naming the first bad field."""
         levels = self.cfg.intensity_levels
         for prompt in prompts:
@@ -341,6 +343,8 @@ class LivePhotoPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps: must be >= 1, got {num_inference_steps}")
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale: must be >= 0, got {guidance_scale}")
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"guidance_rescale: must be 0..1, got {guidance_rescale}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type: got {output_type!r}, allowed: {', '.join(OUTPUT_TYPES)}")
 
@@ -434,6 +438,7 @@ class LivePhotoPipeline(DiffusionPipeline):
         width: int | None = None,
         num_inference_steps: int = 25,
         guidance_scale: float = 7.5,
+        guidance_rescale: float = 0.0,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         seed: int | Sequence[int] | None = None,
         prior_inversion: bool = True,
@@ -466,7 +471,9 @@ class LivePhotoPipeline(DiffusionPipeline):
         ones); ``eta`` for DDIM; ``callback_on_step_end(pipe, i, t, tensors)`` after each step,
         given the tensors named in ``callback_on_step_end_tensor_inputs`` (of
         :data:`CALLBACK_TENSORS`) and returning a dict that may replace ``latents``;
-        ``return_dict=False`` returns a tuple ``(frames, token_weights)``.
+        ``return_dict=False`` returns a tuple ``(frames, token_weights)``; ``guidance_rescale``
+        (0..1) pulls the guided prediction's spread back to the conditional one's (Lin et al. 2023,
+        the zero-terminal-SNR paper, section 3.4; diffusers' ``rescale_noise_cfg``).
         """
         cfg = self.cfg
         num_frames = cfg.num_frames if num_frames is None else num_frames
@@ -497,7 +504,8 @@ class LivePhotoPipeline(DiffusionPipeline):
             lists["prompt"] = [None] * prompt_embeds.shape[0]  # the embeddings' batch counts like a list of prompts
         requests = _broadcast(lists)
         lists = {k: v * requests if len(v) == 1 else v for k, v in lists.items()}
-        self.check_inputs(lists["prompt"], lists["intensity"], num_frames, height, width, num_inference_steps, guidance_scale, output_type)
+        self.check_inputs(lists["prompt"], lists["intensity"], num_frames, height, width, num_inference_steps, guidance_scale, output_type,
+                          guidance_rescale)
         n = num_videos_per_prompt
         if seed is not None:
             generators = [torch.Generator().manual_seed(int(s) + j) for s in lists["seed"] for j in range(n)]
@@ -566,6 +574,8 @@ class LivePhotoPipeline(DiffusionPipeline):
                 if do_cfg:
                     uncond, cond = noise_pred.chunk(2)
                     noise_pred = uncond + guidance_scale * (cond - uncond)
+                    if guidance_rescale > 0:
+                        noise_pred = rescale_noise_cfg(noise_pred, cond, guidance_rescale)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "noise_pred": noise_pred}

@@ -6,7 +6,10 @@ ffmpeg's GIF encoder, which, unlike Pillow's writer, does not merge identical fr
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO
+
 import numpy as np
 import torch
 
@@ -47,16 +50,19 @@ def _gif_frame(frame: np.ndarray):
     return av.VideoFrame.from_ndarray((np.asarray(quantized), palette), format="pal8")
 
 
-def export_video(frames, path: str | Path, fps: int = 8, format: str | None = None) -> Path:  # noqa: A002
-    """Write ``frames`` (see :func:`frames_to_uint8`) to ``path``; ``format`` defaults to the suffix.
+def export_video(frames, path: str | Path | BinaryIO, fps: int = 8, format: str | None = None) -> Path | BinaryIO:  # noqa: A002
+    """Write ``frames`` (see :func:`frames_to_uint8`) to ``path`` (a file name, or a writable binary
+    file object, then ``format`` is required); ``format`` defaults to the suffix.
 
     MP4: H.264, yuv420p (height and width must be even), constant ``fps``.
     GIF: one palette per frame, ``1/fps`` seconds per frame, loops forever.
     """
     import av
 
-    path = Path(path)
-    format = (format or path.suffix.lstrip(".")).lower()
+    in_memory = hasattr(path, "write")
+    if not in_memory:
+        path = Path(path)
+    format = (format or ("" if in_memory else path.suffix.lstrip("."))).lower()
     if format not in VIDEO_FORMATS:
         raise ValueError(f"format: got {format!r}, allowed: {', '.join(VIDEO_FORMATS)}")
     if fps < 1:
@@ -65,9 +71,10 @@ def export_video(frames, path: str | Path, fps: int = 8, format: str | None = No
     height, width = video.shape[1:3]
     if format == "mp4" and (height % 2 or width % 2):
         raise ValueError(f"frames: mp4 needs an even height and width, got {height}x{width}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not in_memory:
+        path.parent.mkdir(parents=True, exist_ok=True)
     muxer_options = {"loop": "0"} if format == "gif" else {}
-    with av.open(str(path), mode="w", format=format, container_options=muxer_options) as container:
+    with av.open(path if in_memory else str(path), mode="w", format=format, container_options=muxer_options) as container:
         stream = container.add_stream("libx264" if format == "mp4" else "gif", rate=fps)
         stream.width, stream.height = width, height
         if format == "mp4":
@@ -80,6 +87,13 @@ def export_video(frames, path: str | Path, fps: int = 8, format: str | None = No
             container.mux(stream.encode(av_frame))
         container.mux(stream.encode())
     return path
+
+
+def encode_video(frames, fps: int = 8, format: str = "mp4") -> bytes:  # noqa: A002
+    """``frames`` as the bytes of an MP4 or GIF file (:func:`export_video` into memory)."""
+    buffer = io.BytesIO()
+    export_video(frames, buffer, fps=fps, format=format)
+    return buffer.getvalue()
 
 
 def read_video(path: str | Path) -> np.ndarray:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from model.image import center_crop_resize, to_rgb
 from model.pipeline import LivePhotoPipeline
-from model.video_io import export_video, read_video
+from model.video_io import encode_video, export_video, read_video
 
 CALL = dict(num_frames=4, height=64, width=64, num_inference_steps=2)
 
@@ -97,6 +97,7 @@ def test_prior_inversion_pulls_first_frame_towards_reference(pipe, photo):
         (dict(num_frames=33), "num_frames"),
         (dict(num_inference_steps=0), "num_inference_steps"),
         (dict(guidance_scale=-1.0), "guidance_scale"),
+        (dict(guidance_rescale=1.5), "guidance_rescale"),
         (dict(prompt=""), "prompt"),
         (dict(prompt="   "), "prompt"),
         (dict(image=np.zeros((0, 10, 3), np.uint8)), "image"),
@@ -147,6 +148,27 @@ def test_export_video_round_trip(tmp_path, pipe, photo, fmt):
     assert np.abs(decoded.astype(float) - smooth).mean() < 6
     with pytest.raises(ValueError, match="format"):
         export_video(still, tmp_path / "clip.avi")
+    # in memory (what the server sends): the same bytes as the file
+    data = encode_video(smooth, fps=8, format=fmt)
+    assert data == (tmp_path / f"smooth.{fmt}").read_bytes()
+
+
+def test_guidance_rescale_changes_the_guided_prediction_only_when_on(pipe, photo):
+    """guidance_rescale (diffusers' rescale_noise_cfg) acts on the guided prediction; 0 is plain guidance."""
+    seen = []
+
+    def keep(_pipe, i, t, tensors):
+        seen.append(tensors["noise_pred"])
+        return {}
+
+    call = {**CALL, "num_inference_steps": 2, "guidance_scale": 4.0, "callback_on_step_end": keep,
+            "callback_on_step_end_tensor_inputs": ["noise_pred"]}
+    plain = pipe(photo, "a dog runs", seed=0, **call).frames
+    plain_preds, seen[:] = list(seen), []
+    rescaled = pipe(photo, "a dog runs", seed=0, guidance_rescale=1.0, **call).frames
+    assert not np.allclose(plain, rescaled)
+    assert not torch.allclose(plain_preds[0], seen[0])  # same inputs at step 0, different guided prediction
+    assert np.array_equal(pipe(photo, "a dog runs", seed=0, guidance_rescale=0.0, **call).frames, plain)
 
 
 def test_pipeline_save_load_round_trip(tmp_path, pipe, photo):
