@@ -12,7 +12,7 @@ Data: ``--clips`` pans of the 8 training photos (``pipelines.sample_data``, imag
 captions, 10 speeds of 0.4-2.0 px/frame at 32 px); evaluation: 2 views of each held-out photo
 (chelsea, coffee) x 4 directions at level 7, DDIM 10 steps, guidance 3, direction measured
 with the evaluation's Farneback metric. Columns: ``gap`` = |pred(condition) - pred(empty)| /
-|pred| at t = 0.9 T (``training.loop.text_path_stats``), ``weight`` = mean token weight,
+|pred| at t = 0.9 T (``training.objective.text_path_stats``), ``weight`` = mean token weight,
 ``copy PSNR at T-1`` = the first frame of the network's one-step clean estimate from pure noise
 against the reference photo (``copy_psnr``: what the network copies before any sampler error).
 An oracle condition bypasses text on purpose: it is a diagnostic of the network, never a model.
@@ -37,7 +37,7 @@ from model.build import build_livephoto  # noqa: E402
 from model.config import BASE_GROUP, TRAINABLE_GROUPS, ModelConfig, model_preset  # noqa: E402
 from model.pipeline import LivePhotoPipeline  # noqa: E402
 from pipelines import sample_data as sd  # noqa: E402
-from training.loop import diffusion_loss, step_generator, text_path_stats  # noqa: E402
+from training.objective import diffusion_loss, step_generator, text_path_stats  # noqa: E402
 
 HELD_OUT = ("chelsea", "coffee")
 SPEEDS = np.geomspace(0.4, 2.0, 10)

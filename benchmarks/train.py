@@ -5,7 +5,7 @@
 
 CPU mode prints samples/s of (a) ``training.run.run`` (TorchTrainer, 1 worker, gloo) read from
 the MLflow ``samples_per_s`` history after the first window, and (b) the same model, loss
-(``training.loop.diffusion_loss``), optimizer and batches in a plain loop in this process.
+(``training.objective.diffusion_loss``), optimizer and batches in a plain loop in this process.
 GPU mode builds the sd15-sized network with random weights (no download), trains the paper's
 trainable groups in bf16 on random 16x32x32 latents, and reports samples/s and MFU (model FLOPs
 of one forward+backward counted with ``torch.utils.flop_counter`` / peak bf16 FLOP/s).
@@ -40,7 +40,7 @@ def bare_loop(cfg: TrainConfig, steps: int, warmup: int) -> float:
     from model.encoders import encode_prompts
     from pipelines.schema import read_dataset_info
     from training.data import collate
-    from training.loop import diffusion_loss, step_generator
+    from training.objective import diffusion_loss, step_generator
 
     info = read_dataset_info(cfg.data.dir)
     table = pq.read_table(Path(cfg.data.dir) / "clips").to_pandas()
@@ -95,7 +95,7 @@ def gpu_mode(args: argparse.Namespace) -> None:
 
     from model.build import build_sd15_architecture
     from model.config import ModelConfig
-    from training.loop import diffusion_loss, step_generator
+    from training.objective import diffusion_loss, step_generator
 
     c = build_sd15_architecture(ModelConfig(resolution=256, num_frames=16))
     model = c.model.cuda().train()

@@ -12,7 +12,7 @@ from common.config import ConfigError, load
 from model import build, encoders
 from model.config import MINILM, ModelConfig, model_preset
 from training.config import PRESETS, TrainConfig
-from training.loop import diffusion_loss, step_generator, text_path_stats
+from training.objective import diffusion_loss, step_generator, text_path_stats
 
 
 @pytest.fixture(scope="module")

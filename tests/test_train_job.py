@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from common.config import load
 from training.config import PRESETS, TrainConfig
 from training.data import DatasetError
-from training.loop import CheckpointMismatchError
+from training.checkpoint import CheckpointMismatchError
 from training.run import find_checkpoints, run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,16 +16,8 @@ from common.config import load
 from model.build import build_livephoto
 from training.config import PRESETS, TrainConfig
 from training.data import OpenedDataset, collate, is_val
-from training.loop import (
-    EMA,
-    CheckpointMismatchError,
-    TrainState,
-    diffusion_loss,
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
-    step_generator,
-)
+from training.checkpoint import EMA, CheckpointMismatchError, TrainState, load_checkpoint, load_weights, save_checkpoint
+from training.objective import diffusion_loss, step_generator
 
 
 @pytest.fixture(scope="module")

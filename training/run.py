@@ -16,7 +16,8 @@ from common.config import ConfigError, to_dict
 from common.resources import Demand, check_fits, cluster_nodes
 from training.config import TrainConfig
 from training.data import DatasetError, check_compatible, open_dataset
-from training.loop import check_model_config, checkpoint_step, train_loop_per_worker
+from training.checkpoint import check_model_config, checkpoint_step
+from training.loop import train_loop_per_worker
 from training.tracking import end_run, start_run
 
 
