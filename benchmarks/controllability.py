@@ -5,7 +5,7 @@ One command (``make bench-control``) runs the whole chain through the project's 
 against one private local Ray head, with the ``mini`` preset (MiniLM text encoder, pixel
 space, v-prediction, zero-terminal-SNR schedule; docs/MODEL.md):
 
-1. sample data (``pipelines.sample_data``): pans over real photos in 4 directions at 10 visible
+1. sample data (``sample_data``): pans over real photos in 4 directions at 10 visible
    speeds (0.4-2.0 px/frame at 32 px), captions in image-space words with varied phrasing and
    subjects, no speed words; two photos are held out of training;
 2. ``jobs/preprocess.py``: decode, Farneback motion scores, 10 quantile intensity levels,
@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.raylocal import LocalRayHead  # noqa: E402
-from pipelines import sample_data  # noqa: E402
+import sample_data  # noqa: E402
 
 HELD_OUT = ("chelsea", "coffee")
 SIZE, FRAMES = 32, 8

@@ -29,7 +29,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 
 from common.config import load  # noqa: E402
 from pipelines.config import PRESETS, PreprocessConfig  # noqa: E402
@@ -45,7 +44,6 @@ def timed(fn):
 
 def stage_rates(cfg: PreprocessConfig) -> dict[str, tuple[int, float]]:
     """(clips, seconds) for each stage alone, inputs materialised first."""
-    import ray
 
     from pipelines.preprocess import add_decode, add_encoders, add_motion, read_rows
 
@@ -130,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from pipelines.preprocess import run
-    from pipelines.sample_data import generate
+    from sample_data import generate
 
     data = (ROOT / args.data) if not Path(args.data).is_absolute() else Path(args.data)
     if not (data / "videos.csv").exists():

@@ -8,7 +8,7 @@ in-memory pans, printing a table of the text path's health and of held-out direc
     python benchmarks/text_path.py --no-reference-skip      # the network without the reference skip
     python benchmarks/text_path.py --profile                # where a training step's time goes
 
-Data: ``--clips`` pans of the 8 training photos (``pipelines.sample_data``, image-space
+Data: ``--clips`` pans of the 8 training photos (``sample_data``, image-space
 captions, 10 speeds of 0.4-2.0 px/frame at 32 px); evaluation: 2 views of each held-out photo
 (chelsea, coffee) x 4 directions at level 7, DDIM 10 steps, guidance 3, direction measured
 with the evaluation's Farneback metric. Columns: ``gap`` = |pred(condition) - pred(empty)| /
@@ -36,7 +36,7 @@ from model import encoders as E  # noqa: E402
 from model.build import build_livephoto  # noqa: E402
 from model.config import BASE_GROUP, TRAINABLE_GROUPS, ModelConfig, model_preset  # noqa: E402
 from model.pipeline import LivePhotoPipeline  # noqa: E402
-from pipelines import sample_data as sd  # noqa: E402
+import sample_data as sd  # noqa: E402
 from training.objective import diffusion_loss, step_generator, text_path_stats  # noqa: E402
 
 HELD_OUT = ("chelsea", "coffee")

@@ -82,7 +82,7 @@ def parse_request(row: dict[str, Any], levels: int) -> dict[str, Any]:
     from PIL import Image, UnidentifiedImageError
 
     from model.image import to_rgb
-    from pipelines.sample_data import caption_direction
+    from sample_data import caption_direction
 
     prompt = str(row["prompt"])
     if not prompt.strip():

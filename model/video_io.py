@@ -7,6 +7,10 @@ ffmpeg's GIF encoder, which, unlike Pillow's writer, does not merge identical fr
 from __future__ import annotations
 
 import io
+import itertools
+import os
+from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
@@ -50,11 +54,17 @@ def _gif_frame(frame: np.ndarray):
     return av.VideoFrame.from_ndarray((np.asarray(quantized), palette), format="pal8")
 
 
-def export_video(frames, path: str | Path | BinaryIO, fps: int = 8, format: str | None = None) -> Path | BinaryIO:  # noqa: A002
-    """Write ``frames`` (see :func:`frames_to_uint8`) to ``path`` (a file name, or a writable binary
-    file object, then ``format`` is required); ``format`` defaults to the suffix.
+def export_video(frames, path: str | Path | BinaryIO, fps: int | Fraction = 8, format: str | None = None,  # noqa: A002
+                 *, crf: int = 18, preset: str = "medium") -> Path | BinaryIO:
+    """Write ``frames`` to ``path`` (a file name, written atomically, or a writable binary file
+    object, then ``format`` is required); ``format`` defaults to the suffix. The project's one
+    video writer: generated videos, the server's answers and the sample datasets.
 
-    MP4: H.264, yuv420p (height and width must be even), constant ``fps``.
+    ``frames``: anything :func:`frames_to_uint8` takes, or an iterator of uint8 (height, width, 3)
+    frames (encoded as they come, e.g. while transcoding a long video).
+    MP4: H.264, yuv420p (height and width must be even), exactly ``fps`` (a Fraction is kept
+    exact), ``crf`` 0 = lossless (constant QP 0: decoded frames are the input after the yuv420p
+    conversion), one encoder thread (the bytes do not depend on the machine).
     GIF: one palette per frame, ``1/fps`` seconds per frame, loops forever.
     """
     import av
@@ -65,27 +75,47 @@ def export_video(frames, path: str | Path | BinaryIO, fps: int = 8, format: str 
     format = (format or ("" if in_memory else path.suffix.lstrip("."))).lower()
     if format not in VIDEO_FORMATS:
         raise ValueError(f"format: got {format!r}, allowed: {', '.join(VIDEO_FORMATS)}")
-    if fps < 1:
-        raise ValueError(f"fps: must be >= 1, got {fps}")
-    video = frames_to_uint8(frames)
-    height, width = video.shape[1:3]
+    if fps <= 0:
+        raise ValueError(f"fps: must be > 0, got {fps}")
+    if isinstance(frames, Iterator):
+        first = next(frames, None)
+        if first is None:
+            raise ValueError("frames: the iterator is empty")
+        video = itertools.chain([frames_to_uint8(first[None])[0]], (np.ascontiguousarray(f) for f in frames))
+        height, width = first.shape[:2]
+    else:
+        video = frames_to_uint8(frames)
+        height, width = video.shape[1:3]
     if format == "mp4" and (height % 2 or width % 2):
         raise ValueError(f"frames: mp4 needs an even height and width, got {height}x{width}")
+    target = path
     if not in_memory:
         path.parent.mkdir(parents=True, exist_ok=True)
-    muxer_options = {"loop": "0"} if format == "gif" else {}
-    with av.open(path if in_memory else str(path), mode="w", format=format, container_options=muxer_options) as container:
-        stream = container.add_stream("libx264" if format == "mp4" else "gif", rate=fps)
-        stream.width, stream.height = width, height
-        if format == "mp4":
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "18", "preset": "medium"}
-        else:
-            stream.pix_fmt = "pal8"
-        for frame in video:
-            av_frame = av.VideoFrame.from_ndarray(frame, format="rgb24") if format == "mp4" else _gif_frame(frame)
-            container.mux(stream.encode(av_frame))
-        container.mux(stream.encode())
+        target = path.with_name(path.stem + ".partial" + path.suffix)
+    rate = Fraction(fps).limit_denominator(1001 * 1000)
+    try:
+        muxer_options = {"loop": "0"} if format == "gif" else {}
+        with av.open(target if in_memory else str(target), mode="w", format=format, container_options=muxer_options) as container:
+            if format == "mp4":
+                quality = {"qp": "0"} if crf == 0 else {"crf": str(crf)}
+                stream = container.add_stream("libx264", rate=rate, options={**quality, "preset": preset, "threads": "1"})
+                stream.pix_fmt = "yuv420p"
+                stream.codec_context.time_base = 1 / rate
+            else:
+                stream = container.add_stream("gif", rate=rate)
+                stream.pix_fmt = "pal8"
+            stream.width, stream.height = width, height
+            for index, frame in enumerate(video):
+                av_frame = av.VideoFrame.from_ndarray(frame, format="rgb24") if format == "mp4" else _gif_frame(frame)
+                if format == "mp4":
+                    av_frame.pts = index
+                container.mux(stream.encode(av_frame))
+            container.mux(stream.encode())
+        if not in_memory:
+            os.replace(target, path)
+    finally:
+        if not in_memory:
+            Path(target).unlink(missing_ok=True)
     return path
 
 

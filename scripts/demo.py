@@ -1,7 +1,7 @@
 """The README's main command: the whole system end to end on this machine.
 
 1. starts a private local Ray head (common.raylocal.LocalRayHead; stopped at the end),
-2. writes the sample WebVid-style dataset (pipelines.sample_data),
+2. writes the sample WebVid-style dataset (sample_data),
 3. submits the preprocessing job with ``ray job submit --working-dir .``,
 4. submits the training job (tiny preset) on that dataset, tracked in a sqlite MLflow store,
 5. serves the trained model with Ray Serve on 127.0.0.1, sends one animation request over
@@ -111,7 +111,7 @@ def mini_photo(size: int = 32) -> tuple[bytes, str]:
     """A view of a real photo LivePhoto-mini never trained on (held out by the benchmark)."""
     import numpy as np
 
-    from pipelines import sample_data
+    import sample_data
 
     name = "chelsea"
     image, content = sample_data.load_photos()[name]
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     data, dataset, train = out / "sample_data", out / "dataset", out / "train"
 
     step(f"sample data -> {data}")
-    subprocess.run([sys.executable, "-m", "pipelines.sample_data", "--out", str(data), "--n", str(args.n), "--overwrite"], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "sample_data", "--out", str(data), "--n", str(args.n), "--overwrite"], cwd=ROOT, check=True)
 
     step("starting a local Ray head")
     with LocalRayHead() as head:

@@ -14,7 +14,8 @@ import pytest
 from common.config import load
 from pipelines.config import PRESETS, PreprocessConfig
 from pipelines.preprocess import run
-from pipelines.sample_data import generate, write_video
+from model.video_io import export_video
+from sample_data import generate
 
 # videoid -> expected error reason for the broken rows added to the sample CSV
 BROKEN = {
@@ -46,7 +47,7 @@ def add_broken_rows(root: Path) -> None:
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    write_video(np.zeros((5, 64, 64, 3), np.uint8), folder / "900006.mp4", fps=8)
+    export_video(np.zeros((5, 64, 64, 3), np.uint8), folder / "900006.mp4", fps=8, crf=0)
     shutil.copy(folder / "900006.mp4", folder / "900007.mp4")
     shutil.copy(folder / "900006.mp4", folder / "900008.mp4")
     with open(root / "videos.csv", "a", newline="") as f:

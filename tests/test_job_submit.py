@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.raylocal import LocalRayHead
-from pipelines.sample_data import generate
+from sample_data import generate
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")

@@ -19,7 +19,7 @@ from pipelines.motion import (
     score_clips_raft,
     ssim_score,
 )
-from pipelines.sample_data import load_photos, render_clip
+from sample_data import load_photos, render_clip
 
 SPEEDS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 from pathlib import Path
 
 import decord
@@ -15,8 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import spearmanr
 
-from common.config import ConfigError, load
-from pipelines.config import PRESETS, PreprocessConfig
+from common.config import ConfigError
 from pipelines.preprocess import CsvError, run
 from pipelines.schema import CLIP_COLUMNS, ERROR_COLUMNS, decode_array, read_dataset_info
 from pipelines.video import frame_indices

@@ -1,4 +1,4 @@
-"""Tests of the sample data generator (pipelines.sample_data).
+"""Tests of the sample data generator (sample_data).
 
 They check behaviour: the WebVid layout, that every file decodes with decord with the
 promised frame count, size and fps, and that the ground truth is true (measured shifts
@@ -17,7 +17,11 @@ import decord
 import numpy as np
 import pytest
 
-from pipelines import sample_data as sd
+import sample_data as sd
+import sample_data.dataset
+from model.video_io import export_video
+from sample_data.__main__ import main
+from sample_data.plan import _kind_counts
 
 N, SIZE, FRAMES, FPS = 12, 64, 16, 8
 
@@ -156,13 +160,13 @@ def test_ground_truth_sidecar(dataset: tuple[Path, dict], gt_rows: list[dict[str
         else:
             assert float(row["speed_px_per_frame"]) > 0.0
     synthetic_counts = {k: v for k, v in summary["counts"].items() if k != "real"}
-    assert synthetic_counts == sd._kind_counts(N)
+    assert synthetic_counts == _kind_counts(N)
     assert summary["counts"]["real"] == _real_available()
 
 
 def test_mix_for_64_clips() -> None:
-    assert sd._kind_counts(64) == {"pan": 22, "object": 22, "zoom": 10, "static": 10}
-    assert sum(sd._kind_counts(7).values()) == 7
+    assert _kind_counts(64) == {"pan": 22, "object": 22, "zoom": 10, "static": 10}
+    assert sum(_kind_counts(7).values()) == 7
 
 
 # --------------------------------------------------------------------------- motion truth
@@ -411,36 +415,34 @@ def test_refuses_non_empty_dir_unless_overwrite(tmp_path: Path, capsys: pytest.C
         sd.generate(out, n=2, size=SIZE, num_frames=4, include_real=False, progress=False)
     argv = ["--out", str(out), "--n", "3", "--size", str(SIZE), "--frames", "4", "--no-real", "--no-progress"]
     with pytest.raises(SystemExit) as exit_info:
-        sd.main(argv)
+        main(argv)
     assert exit_info.value.code == 2
     assert not (out / "videos.csv").exists()
     capsys.readouterr()
-    assert sd.main([*argv, "--overwrite"]) == 0
+    assert main([*argv, "--overwrite"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("wrote 3 videos") and "\n" not in line
     assert len(_read_csv(out / "videos.csv")[1]) == 3
     assert (out / "keep.txt").read_text() == "not ours"
 
 
-@pytest.mark.parametrize("fallback", [False, True])
-def test_write_video_exact_frames_and_fps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fallback: bool) -> None:
-    if fallback:
-        monkeypatch.setattr(sd, "_pyav_has_x264", lambda: False)
+def test_the_video_writer_keeps_exact_frames_and_fps(tmp_path: Path) -> None:
+    """model.video_io.export_video, the one writer (lossless, as the sample clips are written)."""
     frames = np.random.default_rng(0).integers(0, 255, (7, 48, 80, 3), dtype=np.uint8)
     path = tmp_path / "clip.mp4"
-    sd.write_video(frames, path, 12)
+    export_video(frames, path, 12, crf=0)
     decoded, fps = _decode(path)
     assert decoded.shape == (7, 48, 80, 3) and fps == 12.0
     assert list(tmp_path.iterdir()) == [path]  # no partial file left behind
     with pytest.raises(ValueError):
-        sd.write_video(frames[:, :47], tmp_path / "odd.mp4", 12)
+        export_video(frames[:, :47], tmp_path / "odd.mp4", 12)
 
 
 def test_missing_real_video_is_warned_and_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
     missing = sd.RealSource("ghost", "no-such-distribution", "ghost.mp4", "a ghost", ("data", "share/no-such"))
     carphone = next(source for source in sd.REAL_SOURCES if source.name == "carphone")
-    monkeypatch.setattr(sd, "REAL_SOURCES", (missing, carphone))
+    monkeypatch.setattr(sample_data.dataset, "REAL_SOURCES", (missing, carphone))
     summary = sd.generate(tmp_path / "f", n=1, size=SIZE, num_frames=4, progress=False)
     assert "warning: real video ghost.mp4" in capsys.readouterr().err
     rows = _read_csv(Path(summary["ground_truth_csv"]))[1]

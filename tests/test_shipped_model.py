@@ -14,7 +14,7 @@ import pytest
 from evaluation.metrics import motion_stats
 from model.config import MINILM, ModelConfig, model_preset, shipped_model_dir
 from model.pipeline import LivePhotoPipeline
-from pipelines import sample_data
+import sample_data
 
 REPO = Path(__file__).resolve().parents[1]
 DIRECTORY = REPO / "models" / "livephoto-mini"
