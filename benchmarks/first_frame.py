@@ -27,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.metrics import psnr  # noqa: E402
 from model.pipeline import LivePhotoPipeline  # noqa: E402
-from pipelines import sample_data  # noqa: E402
+import sample_data  # noqa: E402
 
 HELD_OUT = ("chelsea", "coffee")
 PROMPTS = ("the scene drifts to the left", "it moves up")
-# (DDIM steps, guidance, prior inversion): the benchmark's setting first
-SETTINGS = ((10, 3.0, True), (10, 1.0, True), (30, 3.0, True), (10, 3.0, False))
+# (DDIM steps, guidance, prior inversion, guidance rescale): the benchmark's setting first
+SETTINGS = ((10, 3.0, True, 0.0), (10, 1.0, True, 0.0), (30, 3.0, True, 0.0), (10, 3.0, False, 0.0),
+            (10, 3.0, True, 0.7), (10, 3.0, True, 1.0))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(a first frame much better there than on held-out photos means the model memorised photos "
                         "instead of learning to copy the reference)")
     p.add_argument("--settings", type=int, default=len(SETTINGS), help="run only the first N sampler settings (1 = the benchmark's)")
+    p.add_argument("--only", type=lambda text: [int(x) for x in text.split(",")], default=None,
+                   help="comma-separated indices into the settings (0 = the benchmark's), in place of --settings")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--seed", type=int, default=5)
@@ -74,19 +77,21 @@ def main(argv=None) -> None:
     views = [sample_data.random_view(photos[name][0], args.size, rng, (1.0, 1.4)) for name in names for _ in range(args.views)]
 
     rows = []
-    for steps, guidance, prior in SETTINGS[: args.settings]:
+    for steps, guidance, prior, rescale in [SETTINGS[i] for i in args.only] if args.only else SETTINGS[: args.settings]:
         first, adjacent, offset, rms = [], [], [], []
         for i, view in enumerate(views):
             for prompt in PROMPTS:
                 out = pipe(Image.fromarray(view), prompt, intensity=5, num_frames=args.frames, height=args.size, width=args.size,
-                           num_inference_steps=steps, guidance_scale=guidance, seed=i, prior_inversion=prior)
+                           num_inference_steps=steps, guidance_scale=guidance, seed=i, prior_inversion=prior,
+                           guidance_rescale=rescale)
                 video = as_uint8(out.frames[0])
                 error = video[0].astype(float) - view.astype(float)
                 first.append(psnr(video[0], view))
                 adjacent.append(np.mean([psnr(video[k], video[k + 1]) for k in range(len(video) - 1)]))
                 offset.append(np.abs(error.mean(axis=(0, 1))).max())
                 rms.append(np.sqrt((error ** 2).mean()))
-        rows.append((f"DDIM {steps}, guidance {guidance}, prior inversion {'on' if prior else 'off'}",
+        rows.append((f"DDIM {steps}, guidance {guidance}, prior inversion {'on' if prior else 'off'}"
+                     + (f", guidance rescale {rescale}" if rescale else ""),
                      np.mean(first), np.mean(adjacent), np.mean(offset), np.mean(rms)))
 
     print(f"\nmodel {args.model}: {len(views)} views of {', '.join(names)} x {len(PROMPTS)} prompts, {args.size} px, {args.frames} frames\n")
