@@ -63,3 +63,15 @@ def check_fits(demands: list[Demand], nodes: list[dict[str, float]], hint: str) 
         if need > total + 1e-9:
             parts = " + ".join(f"{d.what} {getattr(d, name) * d.count:g}" for d in demands if getattr(d, name) > 0)
             raise ConfigError(f"resources: the stages need {need:g} {key}s at once ({parts}), but {have}; {hint}")
+
+
+def torch_device(requested: str | float = "auto") -> str:
+    """The torch device a stage runs on: ``"auto"`` (or a GPU count > 0) is CUDA when this process
+    sees a GPU, else the CPU; a GPU count of 0 is the CPU; any other string is used as given."""
+    import torch
+
+    if isinstance(requested, str) and requested != "auto":
+        return requested
+    wants_gpu = requested == "auto" or float(requested) > 0
+    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from common.config import ConfigError, from_dict, to_dict
+from common.resources import torch_device
 from evaluation.config import MANIFEST_COLUMNS, EvalConfig
 
 DIRECTION_WORDS = ("left", "right", "up", "down", "none")
@@ -129,7 +130,7 @@ class GenerateAndScore:
         self.cfg = from_dict(EvalConfig, cfg)
         self.out_dir = Path(out_dir)
         g, m = self.cfg.generation, self.cfg.metrics
-        self.device = "cuda" if g.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.device = torch_device(g.num_gpus)
         self.pipe = LivePhotoPipeline.from_pretrained(g.model, tracking_uri=g.tracking_uri, **self.cfg.model.overrides())
         if self.device == "cuda":
             self.pipe.to("cuda", torch.float16)

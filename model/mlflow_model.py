@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from common.resources import torch_device
 from model.load import MLFLOW_ARTIFACT as ARTIFACT
 from model.load import read_model_config
 
@@ -117,12 +118,10 @@ class LivePhotoPythonModel(PythonModel):
     """``python_function`` wrapper over :class:`~model.pipeline.LivePhotoPipeline` (CPU, or CUDA when present)."""
 
     def load_context(self, context) -> None:
-        import torch
-
         from model.pipeline import LivePhotoPipeline
 
         self.pipe = LivePhotoPipeline.from_pretrained(context.artifacts[ARTIFACT])
-        self.pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+        self.pipe.to(torch_device("auto"))
         self.pipe.set_progress_bar_config(disable=True)
         self.defaults = {p.name: p.default for p in signature(self.pipe.cfg.num_frames).params}
 

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from common.resources import torch_device
 from model.config import ModelConfig
 from pipelines.config import ClipConfig, FlowConfig, InputConfig
 from pipelines.motion import load_raft, score_clip_farneback, score_clips_raft
@@ -144,16 +145,12 @@ def score_batch_farneback(batch: Batch, flow_cfg: FlowConfig) -> pa.Table:
     return _with_scores(batch, {i: score_clip_farneback(frames_of(batch, i), flow_cfg.max_side) for i in np.flatnonzero(ok)})
 
 
-def _device(num_gpus: float) -> str:
-    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
-
-
 class RaftScorer:
     """Actor: RAFT loaded once; each batch gets ``flow_score`` / ``ssim_score``."""
 
     def __init__(self, flow_cfg: FlowConfig):
         self.cfg = flow_cfg
-        self.model = load_raft(flow_cfg, _device(flow_cfg.num_gpus))
+        self.model = load_raft(flow_cfg, torch_device(flow_cfg.num_gpus))
 
     def __call__(self, batch: Batch) -> pa.Table:
         idx = list(np.flatnonzero(ok_mask(batch)))
@@ -220,7 +217,7 @@ class FrozenEncoders:
     def __init__(self, model_cfg: ModelConfig, captions: bool, latents: bool, image_tokens: bool, num_gpus: float = 0.0):
         from model.encoders import build_tokenizer, load_image_encoder, load_text_encoder, load_vae
 
-        device = _device(num_gpus)
+        device = torch_device(num_gpus)
         dtype = torch.float16 if device == "cuda" else torch.float32
         self.tokenizer = build_tokenizer(model_cfg) if captions else None
         self.text_encoder = load_text_encoder(model_cfg).to(device, dtype) if captions else None

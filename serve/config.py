@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.config import ConfigError, check, check_choice, from_dict, nested, opt, required
-from model.config import MODEL_PRESETS as PRESETS  # mini is the shipped trained model, tiny/sd15 are built fresh
 from model.config import ModelSources
 from model.load import model_kind
 

@@ -17,6 +17,7 @@ import numpy as np
 from ray import serve
 
 from common.config import ConfigError
+from common.resources import torch_device
 from serve.config import ServeConfig
 from serve.schema import AnimateRequest, AnimateResult
 
@@ -90,14 +91,6 @@ def model_info(pipe, cfg: ServeConfig) -> dict[str, Any]:
     }
 
 
-def _device(cfg: ServeConfig) -> str:
-    import torch
-
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg.device
-
-
 @serve.deployment(name="LivePhotoModel")
 class LivePhotoModel:
     """Holds the pipeline on its device; ``animate`` calls from all clients are batched."""
@@ -106,7 +99,7 @@ class LivePhotoModel:
         import torch
 
         self.cfg = cfg
-        device = _device(cfg)
+        device = torch_device(cfg.device)
         dtype = getattr(torch, cfg.dtype)
         if device == "cpu" and dtype != torch.float32:
             raise ConfigError(f"dtype: must be float32 on cpu, got {cfg.dtype}")
