@@ -109,7 +109,7 @@ def flags(settings: dict) -> list[str]:
 
 
 class Chain:
-    """Runs the jobs as subprocesses against one Ray head, timing each stage; remembers the
+    """Submits the jobs to one Ray head (``ray job submit``), timing each stage; remembers the
     times of finished stages in ``--out/timings.json`` so a resumed benchmark reports them."""
 
     def __init__(self, head: LocalRayHead, out: Path):
@@ -121,7 +121,9 @@ class Chain:
         if done.exists():
             print(f"==> {name}: done before ({done})", flush=True)
             return self.timings.setdefault(name, 0.0)
-        cmd = [sys.executable, script, *flags({**settings, "ray_address": self.head.address})]
+        # the way users run the jobs: `ray job submit` to the head (logs streamed, waits for the end)
+        cmd = ["ray", "job", "submit", "--address", self.head.dashboard_url, "--working-dir", str(ROOT), "--",
+               "python", script, *flags(settings)]
         print(f"\n==> {name}\n$ {' '.join(cmd)}", flush=True)
         started = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, env=self.head.child_env(), check=True)

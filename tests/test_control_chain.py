@@ -1,5 +1,7 @@
 """The controllability benchmark's chain, CI-sized: sample data -> jobs/preprocess.py ->
-jobs/train.py -> jobs/evaluate.py -> RESULTS.md + results.json, through its own Ray head."""
+jobs/train.py -> jobs/evaluate.py -> RESULTS.md + results.json. The benchmark starts its own Ray
+head (common.raylocal) and runs each job with `ray job submit`, as users do: this is also the
+suite's `ray job submit` test."""
 
 from __future__ import annotations
 
@@ -21,11 +23,15 @@ def test_smoke_chain_writes_results(tmp_path):
     cmd = [sys.executable, "benchmarks/controllability.py", "--smoke", "--ablations", "", "--out", str(out), "--results", str(docs)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=880)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert log.count("$ ray job submit --address http://127.0.0.1:") == 3  # preprocess, train, evaluate
+    assert len(re.findall(r"Job 'raysubmit_\w+' succeeded", log)) == 3, log[-3000:]
 
     # every stage ran and left its outputs
     summary = json.loads((out / "dataset" / "summary.json").read_text())
     assert summary["rows_accounted"] and summary["clips_out"] == 24
     assert (out / "runs" / "main" / "final_model" / "model_index.json").is_file()
+    assert (out / "runs" / "main" / "mlflow.db").is_file() and list((out / "runs" / "main").glob("checkpoints/*/checkpoint_step_00000004"))
     evaluation = json.loads((out / "eval" / "main" / "summary.json").read_text())
     # 2 held-out photos x 1 view x 4 directions x (5 levels + plain wording + camera wording)
     assert evaluation["generated"] == 56 and evaluation["errors"] == 0 and evaluation["rows_accounted"]
