@@ -38,12 +38,14 @@ def bare_loop(cfg: TrainConfig, steps: int, warmup: int) -> float:
 
     from model.build import build_livephoto
     from model.encoders import encode_prompts
-    from pipelines.schema import read_dataset_info
+    from pipelines.schema import read_dataset_info, tensor_values
     from training.data import collate
     from training.objective import diffusion_loss, step_generator
 
     info = read_dataset_info(cfg.data.dir)
-    table = pq.read_table(Path(cfg.data.dir) / "clips").to_pandas()
+    parquet = pq.read_table(Path(cfg.data.dir) / "clips")
+    columns = {name: parquet.column(name).to_numpy(zero_copy_only=False) for name in ("intensity_level", "caption")}
+    columns.update({name: tensor_values(parquet.column(name), spec) for name, spec in info["arrays"].items()})
     c = build_livephoto(cfg.model)
     model = c.model
     model.set_trainable(cfg.train.trainable)
@@ -59,8 +61,8 @@ def bare_loop(cfg: TrainConfig, steps: int, warmup: int) -> float:
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
-        rows = table.iloc[rng.choice(len(table), bs, replace=False)]
-        batch = collate({k: rows[k].to_numpy() for k in rows.columns}, info["arrays"])
+        chosen = rng.choice(parquet.num_rows, bs, replace=False)
+        batch = collate({k: v[chosen] for k, v in columns.items()})
         loss = diffusion_loss(model, batch, sched, step_generator(0, step, 0, 0), empty_embedding=empty,
                               empty_mask=empty_mask, caption_dropout=0.5)
         loss.backward()

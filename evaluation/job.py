@@ -248,7 +248,7 @@ def real_features(cfg: EvalConfig) -> np.ndarray:
     import pyarrow.parquet as pq
 
     from evaluation.metrics import I3DFeatures
-    from pipelines.schema import decode_array, read_dataset_info
+    from pipelines.schema import read_dataset_info, tensor_values
 
     m = cfg.metrics
     root = Path(m.fvd_real)
@@ -258,10 +258,10 @@ def real_features(cfg: EvalConfig) -> np.ndarray:
     spec = info["arrays"].get("frames")
     if spec is None:
         raise ConfigError(f"metrics.fvd_real: {root} stores no frames (preprocess with encode.store_frames true)")
-    table = pq.read_table(root / "clips", columns=["frames"])
-    frames = table.column("frames").to_pylist()[: m.fvd_max_real]
+    column = pq.read_table(root / "clips", columns=["frames"]).column("frames")
+    frames = tensor_values(column.slice(0, m.fvd_max_real), spec)
     i3d = I3DFeatures(m.fvd_i3d)
-    return np.concatenate([i3d(np.stack([decode_array(f, spec) for f in frames[s : s + 16]])) for s in range(0, len(frames), 16)])
+    return np.concatenate([i3d(frames[s : s + 16]) for s in range(0, len(frames), 16)])
 
 
 def run(cfg: EvalConfig) -> dict[str, Any]:

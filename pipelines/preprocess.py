@@ -37,7 +37,7 @@ from pipelines import shards, storage
 from pipelines.config import WEBVID_COLUMNS, InputConfig, PreprocessConfig
 from pipelines.fetch import fetch_http
 from pipelines.motion import bins_info, compute_bin_edges, edges_from_info, intensity_value
-from pipelines.schema import ARRAY_COLUMNS, CLIP_COLUMNS, ERROR_COLUMNS, array_specs, dataset_info
+from pipelines.schema import ARRAY_COLUMNS, CLIP_COLUMNS, ERROR_COLUMNS, array_specs, dataset_info, tensor_columns
 from pipelines.stages import (
     FrozenEncoders,
     RaftScorer,
@@ -338,6 +338,7 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
             .filter(expr=col("error") == "")
             .map_batches(add_levels, fn_kwargs={"edges": edges, "source": cfg.intensity.source}, batch_format="numpy")
             .select_columns(keep)
+            .map_batches(tensor_columns, fn_kwargs={"specs": specs}, batch_format="numpy")
             .write_parquet(storage.join(out, "clips"), min_rows_per_file=cfg.output.rows_per_file)
         )
     by_error, first_error = _write_errors(staging if has_staging else None, out, duplicates)

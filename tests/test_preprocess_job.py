@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 
 from common.config import ConfigError
 from pipelines.preprocess import CsvError, run
-from pipelines.schema import CLIP_COLUMNS, ERROR_COLUMNS, decode_array, read_dataset_info
+from pipelines.schema import CLIP_COLUMNS, ERROR_COLUMNS, read_dataset_info, tensor_values
 from pipelines.video import frame_indices
 from sample_fixtures import BROKEN, preprocess_config as _config
 
@@ -51,24 +51,30 @@ def test_parquet_schema_and_arrays(first_run, sample_dir):
     assert info["arrays"]["frames"]["shape"] == [8, 64, 64, 3]
     assert info["arrays"]["latents"]["shape"] == [8, 4, 16, 16]
     assert info["arrays"]["text_embedding"]["shape"] == [77, 32]
-    df = table.to_pandas()
-    row = df[df.videoid == "1000003"].iloc[0]
+    for name in arrays:  # Arrow tensor columns: dtype and shape in the column type
+        spec = info["arrays"][name]
+        assert f"shape=({', '.join(map(str, spec['shape']))}" in str(table.schema.field(name).type), table.schema.field(name).type
+        assert tensor_values(table.column(name), spec).shape == (table.num_rows, *spec["shape"])
+    index = table.column("videoid").to_pylist().index("1000003")
+    df = table.drop_columns(arrays).to_pandas()
+    row = df.iloc[index]
+    cell = {name: tensor_values(table.column(name).slice(index, 1), info["arrays"][name])[0] for name in arrays}
     assert (row.num_frames, row.height, row.width, row.stride) == (8, 64, 64, 2)
     # frames are exactly the sampled, cropped source frames
     reader = decord.VideoReader(str(Path(row.video_path)))
     cfg = _config(sample_dir, out)
     expected = reader.get_batch(list(frame_indices(int(row.clip_start), cfg.clip))).asnumpy()
-    np.testing.assert_array_equal(decode_array(row.frames, info["arrays"]["frames"]), expected)
+    np.testing.assert_array_equal(cell["frames"], expected)
     # caption embedding equals the tiny CLIP run directly
     from model.encoders import build_tokenizer, encode_prompts, load_text_encoder
 
     direct = encode_prompts(build_tokenizer(cfg.model), load_text_encoder(cfg.model), [row.caption])
-    stored = decode_array(row.text_embedding, info["arrays"]["text_embedding"]).astype(np.float32)
+    stored = cell["text_embedding"].astype(np.float32)
     np.testing.assert_allclose(stored, direct["embeddings"][0].numpy(), atol=2e-3)
-    ids = decode_array(row.input_ids, info["arrays"]["input_ids"])
+    ids = cell["input_ids"]
     assert ids[0] == 49406 and np.array_equal(ids, direct["input_ids"][0].numpy())
     for name in ("latents", "image_tokens"):
-        assert np.isfinite(decode_array(row[name], info["arrays"][name]).astype(np.float32)).all()
+        assert np.isfinite(cell[name].astype(np.float32)).all()
 
 
 def test_intensity_levels_follow_ground_truth(first_run, sample_dir):

@@ -11,12 +11,14 @@ import pyarrow.dataset
 import pyarrow.parquet as pq
 import pytest
 import torch
+from ray.data.extensions import ArrowTensorArray
 
 from common.config import load
 from model.build import build_livephoto
 from training.config import PRESETS, TrainConfig
 from training.data import OpenedDataset, collate, is_val
 from training.checkpoint import EMA, CheckpointMismatchError, TrainState, load_checkpoint, load_weights, save_checkpoint
+from training.loop import WorkerArgs
 from training.objective import diffusion_loss, step_generator
 
 
@@ -93,12 +95,11 @@ def test_val_split_is_by_videoid_and_stable():
     assert not any(is_val(v, 0.0) for v in ids)
 
 
-def test_collate_decodes_the_arrays():
-    arrays = {"latents": {"dtype": "float16", "shape": [8, 4, 2, 2]}, "attention_mask": {"dtype": "uint8", "shape": [77]}}
+def test_collate_turns_the_tensor_columns_into_tensors():
     lat = np.arange(8 * 4 * 2 * 2, dtype=np.float16).reshape(8, 4, 2, 2)
-    batch = {"latents": np.array([lat.tobytes()], dtype=object), "attention_mask": np.array([np.ones(77, np.uint8).tobytes()], dtype=object),
+    batch = {"latents": lat[None], "attention_mask": np.ones((1, 77), np.uint8),  # as Ray Data gives tensor columns
              "intensity_level": np.array([7]), "caption": np.array(["a cat"], dtype=object)}
-    out = collate(batch, arrays)
+    out = collate(batch)
     assert out["latents"].shape == (1, 4, 8, 2, 2)  # (batch, channels, frames, h, w)
     assert torch.equal(out["latents"][0, :, 3], torch.from_numpy(lat[3].astype(np.float32)))
     assert out["intensity"].tolist() == [7] and out["caption"] == ["a cat"] and out["attention_mask"].dtype == torch.long
@@ -131,16 +132,17 @@ def test_sample_references_come_from_latents_when_no_frames_are_stored(tmp_path)
     assert [is_val(v, fraction) for v in ids] == [False, False, True]
     (tmp_path / "clips").mkdir()
     for name, rows in (("part0", [0, 1]), ("part1", [2])):
-        table = pa.table({"videoid": [ids[k] for k in rows], "latents": [latents[k].tobytes() for k in rows]})
+        stacked = ArrowTensorArray.from_numpy(np.stack([latents[k] for k in rows]))  # a tensor column, as preprocessing writes
+        table = pa.table({"videoid": [ids[k] for k in rows], "latents": stacked})
         pq.write_table(table, tmp_path / "clips" / f"{name}.parquet")
     data = OpenedDataset(train=None, val="held-out rows", info={"arrays": {"latents": spec}}, num_train=2, num_val=1,
                          files=pyarrow.dataset.dataset(tmp_path / "clips", format="parquet"), val_fraction=fraction)
 
     refs = sample_references(data, 2)
-    assert list(refs) == ["latents"] and len(refs["latents"]) == 2
+    assert list(refs) == ["latents"] and refs["latents"].shape == (2, *latents[0].shape[1:])
     assert sample_references(data, 0) == {}
     components = type("C", (), {"vae": vae})()
-    tracker = WorkerTracker({"tracking_uri": f"sqlite:///{tmp_path}/m.db", "run_id": "x", "sample_references": refs}, cfg, components, 0)
+    tracker = WorkerTracker(WorkerArgs(cfg, "x", f"sqlite:///{tmp_path}/m.db", str(tmp_path), sample_references=refs), components)
     assert [r.shape for r in tracker.refs] == [(32, 32, 3)] * 2
     for ref, clip in zip(tracker.refs, [clips[2], clips[0]]):  # first frames, through fp16 latents
         assert np.abs(ref.astype(int) - clip[0].astype(int)).max() <= 1

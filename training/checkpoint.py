@@ -119,7 +119,7 @@ def checkpoint_step(path: str | os.PathLike) -> int:
     return int(read_checkpoint_meta(path)["state"]["step"])
 
 
-def report(metrics, state, save, rank, model, optimizer, lr_scheduler, ema, cfg, config) -> None:
+def report(metrics, state, save, rank, model, optimizer, lr_scheduler, ema, cfg, run_id: str | None) -> None:
     """``ray.train.report`` on every rank; rank 0 attaches a checkpoint every ``checkpoint.every`` steps."""
     import ray.train
 
@@ -131,7 +131,7 @@ def report(metrics, state, save, rank, model, optimizer, lr_scheduler, ema, cfg,
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            save_checkpoint(tmp, model, optimizer, lr_scheduler, ema, state, cfg, {"mlflow_run_id": config.get("run_id")})
+            save_checkpoint(tmp, model, optimizer, lr_scheduler, ema, state, cfg, {"mlflow_run_id": run_id})
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_step_{state.step:08d}")
 

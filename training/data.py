@@ -4,7 +4,8 @@ The driver opens the dataset (:func:`open_dataset`: checks ``dataset.json``, spl
 validation by a hash of the videoid, so all clips of a video land on the same side) and hands
 Ray Train the two lazy datasets; each worker iterates its shard and :func:`collate` turns a
 numpy batch into tensors. Nothing here runs a model: when the dataset lacks latents, tokens or
-caption embeddings, :class:`~training.loop.Encoders` fills them in on the worker.
+caption embeddings, :class:`~training.loop.Encoders` fills them in on the worker. The array
+columns are Arrow tensor columns, so a numpy batch already holds each as one ndarray.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from common.config import ConfigError
-from pipelines.schema import decode_array, read_dataset_info
+from pipelines.schema import read_dataset_info
 from training.config import DataConfig
 
 
@@ -105,7 +106,7 @@ def open_dataset(cfg: DataConfig) -> OpenedDataset:
     return OpenedDataset(train, val, info, int((~held).sum()), int(held.sum()), files, fraction)
 
 
-def collate(batch: dict[str, np.ndarray], arrays: dict[str, Any]) -> dict[str, torch.Tensor]:
+def collate(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """A numpy batch of clip rows -> tensors.
 
     Returns whichever the dataset holds of ``frames`` uint8 (batch, frames, height, width, 3),
@@ -118,9 +119,8 @@ def collate(batch: dict[str, np.ndarray], arrays: dict[str, Any]) -> dict[str, t
         "caption": [str(c) for c in batch["caption"]],
     }
     for name in ("frames", "latents", "text_embedding", "attention_mask", "image_tokens"):
-        if name in arrays and name in batch:
-            stacked = np.stack([decode_array(cell, arrays[name]) for cell in batch[name]])
-            tensor = torch.from_numpy(stacked.copy())
+        if name in batch:
+            tensor = torch.from_numpy(np.ascontiguousarray(batch[name]).copy())  # (batch, *shape) from the tensor column
             if name == "latents":
                 tensor = tensor.float().permute(0, 2, 1, 3, 4)  # (b, f, c, h, w) -> (b, c, f, h, w)
             elif name == "attention_mask":

@@ -15,23 +15,37 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from common.config import from_dict
 from training.checkpoint import EMA, TrainState, check_replicas, load_checkpoint, load_weights, report
 from training.config import TrainConfig
 from training.data import collate
 from training.objective import diffusion_loss, step_generator, text_path_stats
 
 
+@dataclass
+class WorkerArgs:
+    """What the driver (training/run.py) hands every worker."""
+
+    cfg: TrainConfig
+    run_id: str
+    tracking_uri: str
+    output_dir: str
+    has_val: bool = False
+    resume_from: str | None = None
+    sample_references: dict[str, np.ndarray] = field(default_factory=dict)
+    """``{"frames": uint8 (n, height, width, 3)}`` or ``{"latents": float32 (n, c, h, w)}`` (training/run.py)."""
+
+
 class Encoders:
     """Fills in what the dataset did not precompute, with the frozen encoders."""
 
-    def __init__(self, components, arrays: dict[str, Any], image_size: int):
-        self.c, self.arrays, self.image_size = components, arrays, image_size
+    def __init__(self, components, image_size: int):
+        self.c, self.image_size = components, image_size
 
     @torch.no_grad()
     def complete(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -60,8 +74,8 @@ def _iterate(shard, cfg: TrainConfig, epoch: int, rank: int, shuffle: bool):
     return shard.iter_batches(**kwargs)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point, run on every worker."""
+def train_loop_per_worker(config: dict[str, WorkerArgs]) -> None:
+    """Ray Train entry point, run on every worker: ``config["args"]`` is the :class:`WorkerArgs`."""
     import ray.train
     import ray.train.torch
     from diffusers import DDPMScheduler
@@ -71,7 +85,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from model.encoders import encode_prompts
     from training.tracking import WorkerTracker
 
-    cfg = from_dict(TrainConfig, config["cfg"])
+    args: WorkerArgs = config["args"]
+    cfg = args.cfg
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -100,8 +115,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint(directory, model, optimizer, lr_scheduler, ema, cfg)
         state.restarts += 1
-    elif config.get("resume_from"):
-        state = load_checkpoint(config["resume_from"], model, optimizer, lr_scheduler, ema, cfg)
+    elif args.resume_from:
+        state = load_checkpoint(args.resume_from, model, optimizer, lr_scheduler, ema, cfg)
     elif cfg.init_from:
         load_weights(cfg.init_from, model, ema, cfg)
 
@@ -110,15 +125,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
     empty_prompt = encode_prompts(components.tokenizer, components.text_encoder, [""])
     empty, empty_mask = empty_prompt["embeddings"].float(), empty_prompt["attention_mask"]
-    arrays = config["arrays"]
-    encoders = Encoders(components, arrays, cfg.model.image_encoder_size)
+    encoders = Encoders(components, cfg.model.image_encoder_size)
     autocast = device.type == "cuda" and cfg.train.mixed_precision in ("auto", "bf16")
-    tracker = WorkerTracker(config, cfg, components, rank) if rank == 0 else None
+    tracker = WorkerTracker(args, components) if rank == 0 else None
     shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val") if config.get("has_val") else None
+    val_shard = ray.train.get_dataset_shard("val") if args.has_val else None
 
     def loss_of(batch: dict, gen: torch.Generator, net, step: int = -1) -> torch.Tensor:
-        batch = encoders.complete(collate(batch, arrays), device)
+        batch = encoders.complete(collate(batch), device)
         t = cfg.train
         bias = (t.timestep_bias_portion, t.timestep_bias_begin) if step >= t.timestep_bias_from_step else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -166,7 +180,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 if rank == 0:
                     model.eval()
-                    completed = encoders.complete(collate(batch, arrays), device)
+                    completed = encoders.complete(collate(batch), device)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                         metrics.update(text_path_stats(
                             model, completed, noise_scheduler, step_generator(cfg.train.seed, state.step, rank, -1),
@@ -182,7 +196,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 replicas, checked_at = check_replicas(named, rank, world, state.step), state.step
                 if tracker is not None:
                     tracker.log_replicas(state, replicas)
-            report(metrics, state, save, rank, model, optimizer, lr_scheduler, ema, cfg, config)
+            report(metrics, state, save, rank, model, optimizer, lr_scheduler, ema, cfg, args.run_id)
             if state.step >= cfg.train.steps:
                 break
         else:

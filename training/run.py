@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.config import ConfigError, to_dict
+from common.config import ConfigError
 from common.resources import Demand, check_fits, cluster_nodes
 from training.config import TrainConfig
 from training.data import DatasetError, check_compatible, open_dataset
 from training.checkpoint import check_model_config, checkpoint_step
-from training.loop import train_loop_per_worker
+from training.loop import WorkerArgs, train_loop_per_worker
 from training.tracking import end_run, start_run
 
 
@@ -42,32 +42,33 @@ def resolve_resume(resume: str | None, out_dir: str) -> Path | None:
     return path
 
 
-def sample_references(data: Any, count: int) -> dict[str, list]:
+def sample_references(data: Any, count: int) -> dict[str, Any]:
     """What the sample videos start from: the first frames of the first ``count`` validation clips
     (topped up with training clips), as ``{"frames": [...]}``; where the dataset stores latents
-    but no frames (the sd15 preprocessing preset), their first-frame latents, ``{"latents": [...]}``,
+    but no frames (the sd15 preprocessing preset), their first-frame latents, ``{"latents": ...}``,
     which the worker decodes with its VAE. ``{}`` when ``count`` is 0. Reads the Parquet files
     directly (``data.files``), stopping once ``count`` validation clips are found."""
     import numpy as np
 
-    from pipelines.schema import decode_array
+    from pipelines.schema import tensor_values
     from training.data import is_val
 
     column = "frames" if "frames" in data.info["arrays"] else "latents"
     if count == 0 or column not in data.info["arrays"]:
         return {}
+    spec = data.info["arrays"][column]
     val: list = []
     train: list = []
     for batch in data.files.to_batches(columns=["videoid", column], batch_size=64):
-        for videoid, cell in zip(batch.column("videoid").to_pylist(), batch.column(column).to_pylist()):
+        firsts = tensor_values(batch.column(column), spec)[:, 0]  # frame 0 of each clip
+        for videoid, first in zip(batch.column("videoid").to_pylist(), firsts):
             held = data.val is not None and is_val(videoid, data.val_fraction)
-            (val if held else train).append(cell)
+            (val if held else train).append(first)
         del train[count:]
         if len(val) >= count:
             break
-    spec = data.info["arrays"][column]
-    return {column: [np.asarray(decode_array(cell, spec)[0], dtype=np.float32 if column == "latents" else np.uint8).tolist()
-                     for cell in (val + train)[:count]]}
+    chosen = (val + train)[:count]
+    return {column: np.stack(chosen).astype(np.float32 if column == "latents" else np.uint8)} if chosen else {}
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
@@ -115,17 +116,14 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
               "blocks with it); every epoch re-reads the Parquet files", flush=True)
 
     uri, run_id = start_run(cfg, out, run_id)
-    config = {
-        "cfg": to_dict(cfg), "run_id": run_id, "tracking_uri": uri, "output_dir": out, "arrays": data.info["arrays"],
-        "resume_from": str(resume) if resume else None, "has_val": data.val is not None,
-        "sample_references": sample_references(data, cfg.samples.count),
-    }
+    args = WorkerArgs(cfg, run_id, uri, out, has_val=data.val is not None, resume_from=str(resume) if resume else None,
+                      sample_references=sample_references(data, cfg.samples.count))
     ordered = ray.train.DataConfig.default_ingest_options()
     ordered.preserve_order = True  # a fixed order per seed: resumed runs see the same batches
     datasets = {"train": data.train, **({"val": data.val} if data.val is not None else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=config,
+        train_loop_config={"args": args},
         scaling_config=ray.train.ScalingConfig(
             num_workers=(cfg.scaling.min_workers, cfg.scaling.num_workers) if cfg.scaling.min_workers else cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,

@@ -57,15 +57,16 @@ def end_run(uri: str, run_id: str, ok: bool) -> None:
 class WorkerTracker:
     """Rank 0's logger: metrics, sample videos every ``samples.every`` steps, the final model."""
 
-    def __init__(self, config: dict[str, Any], cfg: TrainConfig, components: Any, rank: int):
+    def __init__(self, args: Any, components: Any):
+        """``args``: the worker's :class:`~training.loop.WorkerArgs`."""
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=config["tracking_uri"])
-        self.run_id = config["run_id"]
-        self.cfg, self.components, self.config = cfg, components, config
-        refs = config.get("sample_references", {})
+        self.client = MlflowClient(tracking_uri=args.tracking_uri)
+        self.run_id, self.output_dir = args.run_id, args.output_dir
+        self.cfg, self.components = args.cfg, components
+        refs = args.sample_references
         self.refs = [np.asarray(r, dtype=np.uint8) for r in refs.get("frames", [])]
-        if refs.get("latents"):  # no frames stored: the references are the VAE's view of the clips' first frames
+        if "latents" in refs:  # no frames stored: the references are the VAE's view of the clips' first frames
             self.refs = [self._decode(np.asarray(z, dtype=np.float32)) for z in refs["latents"]]
 
     def _decode(self, latent: np.ndarray) -> np.ndarray:
@@ -139,7 +140,7 @@ class WorkerTracker:
             params = dict(model.named_parameters())
             for name, value in ema.shadow.items():
                 params[name].data.copy_(value)
-        final = Path(self.config["output_dir"]) / "final_model"
+        final = Path(self.output_dir) / "final_model"
         LivePhotoPipeline.from_components(self.components).save_pretrained(final)
         self.client.set_tag(self.run_id, "final_model", str(final))
         self.client.log_metric(self.run_id, "final_step", state.step, step=state.step)
