@@ -36,7 +36,8 @@ def history(summary: dict, key: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(summary["run_id"], key)}
 
 
-TRACKED = {"samples.every": 15, "train.val_every": 15, "checkpoint.every": 15, "optim.schedule_steps": 30}
+TRACKED = {"samples.every": 15, "train.val_every": 15, "checkpoint.every": 15, "optim.schedule_steps": 30,
+           "train.text_path_every": 15}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,10 @@ def test_loss_falls_and_the_run_is_tracked(tracked_run):
     assert mlrun.data.params["train.steps"] == "30" and mlrun.data.params["model.resolution"] == "64"
     assert {"lr", "grad_norm", "samples_per_s", "val_loss"} <= set(mlrun.data.metrics)
     assert sorted(history(summary, "val_loss")) == [15, 30]
+    # the text path's health, probed every text_path_every steps (not at every logged step)
+    for key in ("text_cond_gap", "text_token_weight"):
+        assert sorted(history(summary, key)) == [15, 30], key
+    assert 0 < mlrun.data.metrics["text_token_weight"] <= 1 and mlrun.data.metrics["text_cond_gap"] > 0
     samples = [a.path for a in client.list_artifacts(summary["run_id"], "samples/step_00000015")]
     assert len(samples) == 4 and all(p.endswith(".gif") for p in samples)  # 2 images x 2 prompts
     # the final model is logged as an MLflow python_function model around the save_pretrained folder
@@ -86,7 +91,7 @@ def test_resume_reproduces_the_uninterrupted_losses(first_run, tracked_run, tmp_
     (the shared 30-step run; the same LR schedule through optim.schedule_steps)."""
     data, _ = first_run
     _, full = tracked_run
-    quiet = {**TRACKED, "samples.every": 0, "train.val_every": 0}  # sampling and validation do not touch the training
+    quiet = {**TRACKED, "samples.every": 0, "train.val_every": 0, "train.text_path_every": 0}  # none of these touch the training
     part = run(train_config(data, tmp_path / "b", **quiet, **{"train.steps": 15}))
     resumed = run(train_config(data, tmp_path / "b", **quiet, **{"train.steps": 30, "resume": "latest"}))
     assert resumed["run_id"] == part["run_id"] and resumed["step"] == 30  # the same MLflow run continues

@@ -46,6 +46,10 @@ class TrainLoopConfig:
     mixed_precision: Literal["auto", "bf16", "no"] = opt("auto", "bf16 autocast on GPU when auto; never on CPU")
     gradient_checkpointing: bool = opt(False, "recompute UNet activations in the backward pass")
     log_every: int = opt(10, "steps between metric reports")
+    text_path_every: int = opt(
+        50, "steps between the text-path probes logged with the metrics (text_token_weight, text_cond_gap; two extra "
+            "forward passes each, on rank 0); 0 = never"
+    )
     val_every: int = opt(100, "steps between validation losses (0 = never)")
     val_batches: int = opt(4, "validation batches per evaluation")
 
@@ -61,6 +65,7 @@ class TrainLoopConfig:
         check(0 <= self.timestep_bias_begin, "timestep_bias_begin", f"must be >= 0, got {self.timestep_bias_begin}")
         check(0 <= self.timestep_bias_from_step, "timestep_bias_from_step", f"must be >= 0, got {self.timestep_bias_from_step}")
         check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        check(self.text_path_every >= 0, "text_path_every", f"must be >= 0, got {self.text_path_every}")
         check(self.val_every >= 0, "val_every", f"must be >= 0, got {self.val_every}")
 
 
@@ -206,7 +211,8 @@ def _mini() -> dict[str, Any]:
     return {
         **tiny,
         "model": model_preset("mini"),
-        "train": {**tiny["train"], "steps": 2000, "batch_size": 8, "caption_dropout": 0.15, "log_every": 10, "val_every": 0,
+        "train": {**tiny["train"], "steps": 2000, "batch_size": 8, "caption_dropout": 0.15, "log_every": 10, "text_path_every": 10,
+                  "val_every": 0,
                   "timestep_bias_portion": 0.3, "timestep_bias_begin": 950, "timestep_bias_from_step": 1000},
         "optim": {"lr": 1e-3, "warmup_steps": 50, "schedule": "constant", "ema_decay": 0.995},
         "samples": {"every": 200, "count": 2, "num_inference_steps": 10, "guidance_scale": 3.0,

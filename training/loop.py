@@ -178,15 +178,15 @@ def train_loop_per_worker(config: dict[str, WorkerArgs]) -> None:
                 )
                 if device.type == "cuda":
                     metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-                if rank == 0:
-                    model.eval()
-                    completed = encoders.complete(collate(batch), device)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                        metrics.update(text_path_stats(
-                            model, completed, noise_scheduler, step_generator(cfg.train.seed, state.step, rank, -1),
-                            empty_embedding=empty, empty_mask=empty_mask,
-                        ))
                 window, t_last = [], time.perf_counter()
+            if rank == 0 and cfg.train.text_path_every and state.step % cfg.train.text_path_every == 0:
+                model.eval()
+                completed = encoders.complete(collate(batch), device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    metrics.update(text_path_stats(
+                        model, completed, noise_scheduler, step_generator(cfg.train.seed, state.step, rank, -1),
+                        empty_embedding=empty, empty_mask=empty_mask,
+                    ))
             if val_shard is not None and cfg.train.val_every and state.step % cfg.train.val_every == 0 and rank == 0:
                 metrics["val_loss"] = validation_loss(val_shard, cfg, lambda b, g: loss_of(b, g, model))
             if tracker is not None:
