@@ -120,13 +120,17 @@ def checkpoint_step(path: str | os.PathLike) -> int:
 
 
 def report(metrics, state, save, rank, model, optimizer, lr_scheduler, ema, cfg, run_id: str | None) -> None:
-    """``ray.train.report`` on every rank; rank 0 attaches a checkpoint every ``checkpoint.every`` steps."""
+    """``ray.train.report`` on every rank at a checkpoint (every ``checkpoint.every`` steps and the
+    last step; rank 0 attaches the files); between checkpoints nothing is reported to Ray.
+
+    The metrics reach MLflow from rank 0 directly (training/tracking.py); Ray only needs them for
+    the run's result. A report is not free: Ray Train 2.60 hands it over through a one-slot queue
+    that its controller drains every 2 s, so a report at every logged step held each step to
+    2 s (measured: 2.0 s a step against 0.85 s of compute, tiny preset, CPU)."""
     import ray.train
 
     metrics = {**metrics, "step": state.step}
     if not save:
-        if metrics.keys() - {"step"}:
-            ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
