@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="runs/demo/dataset", help="preprocessed tiny dataset (CPU mode)")
     parser.add_argument("--steps", type=int, default=40, help="timed steps")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--log-every", type=int, default=5, help="train.log_every of the Ray run (the suite's tests log every step)")
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (GPU mode)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s of the GPU (H100 SXM: 989)")
     args = parser.parse_args(argv)
@@ -159,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load(TrainConfig, presets=PRESETS, preset="tiny", overrides={
             "data.dir": str(data), "output.dir": tmp, "train.steps": args.steps, "train.batch_size": args.batch_size,
-            "train.log_every": 5, "samples.every": 0, "train.val_every": 0, "checkpoint.every": args.steps,
+            "train.log_every": args.log_every, "samples.every": 0, "train.val_every": 0, "checkpoint.every": args.steps,
         })
         bare = bare_loop(cfg, args.steps, warmup=3)
         ray_rate = ray_train(cfg)
-    print(f"\ntiny preset, batch {args.batch_size}, {args.steps} steps, 1 worker / 1 thread, machine={platform.machine()}")
+    print(f"\ntiny preset, batch {args.batch_size}, {args.steps} steps, log every {args.log_every}, 1 worker / 1 thread, "
+          f"machine={platform.machine()}")
     print(f"{'loop':40} {'samples/s':>10}")
     print(f"{'bare PyTorch (same model, loss, batches)':40} {bare:10.2f}")
     print(f"{'Ray Train TorchTrainer, 1 worker':40} {ray_rate:10.2f}")
