@@ -57,10 +57,12 @@ def images() -> list[np.ndarray]:
 
 
 def expected_gifs(pipe: LivePhotoPipeline, prompts, levels) -> list[str]:
-    """What the pipeline itself makes for the same requests, encoded as the model encodes it."""
+    """What the pipeline itself makes for the same requests, in one batch of the same size (a batch of
+    one and the first row of a batch of two may differ in the last bit), encoded as the model encodes it."""
     pipe.set_progress_bar_config(disable=True)
-    frames = pipe(images(), prompts, intensity=levels, num_frames=8, height=64, width=64, num_inference_steps=STEPS,
-                  seed=[0, 1]).frames
+    n = len(prompts)
+    frames = pipe(images()[:n], prompts, intensity=levels, num_frames=8, height=64, width=64, num_inference_steps=STEPS,
+                  seed=list(range(n))).frames
     return [encode_video(np.rint(v * 255).astype(np.uint8), 8, "gif") for v in frames]
 
 
@@ -135,7 +137,7 @@ def test_mlflow_models_serve_answers_over_http(registered):
             answer = json.loads(response.read())
         rows = answer["predictions"]
         assert len(rows) == 1 and rows[0]["format"] == "gif"
-        assert rows[0]["video"] == expected_gifs(registered["pipe"], ["the flag waves", "x"], [3, 3])[0]
+        assert rows[0]["video"] == expected_gifs(registered["pipe"], ["the flag waves"], [3])[0]
     finally:
         os.killpg(server.pid, 15)  # the server's own process group (gunicorn/uvicorn and its worker)
         server.wait(timeout=30)
