@@ -207,38 +207,44 @@ class ModelConfig:
         return self.base_model is None and self.motion_adapter is None and self.image_encoder is None and self.text_encoder is None
 
 
+_PRESET_MODELS: dict[str, dict[str, Any]] = {
+    "tiny": dict(resolution=64, num_frames=8, image_encoder_size=32),
+    # LivePhoto-mini: trained from scratch on a CPU; the one pretrained part is the text
+    # encoder (all-MiniLM-L6-v2, shipped in a PyPI wheel); pixel space, v-prediction, a
+    # zero-terminal-SNR schedule with trailing timesteps and the reference skip (docs/MODEL.md says why).
+    "mini": dict(
+        resolution=32, num_frames=8, image_encoder_size=32, autoencoder="pixel", pixel_patch=2,
+        prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing", reference_skip=True,
+        text_encoder=MINILM, text_max_length=32, tiny_block_out_channels=(32, 64, 64), tiny_attention_head_dim=2,
+    ),
+    "sd15": dict(
+        base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        motion_adapter="guoyww/animatediff-motion-adapter-v1-5-2",
+        image_encoder="facebook/dinov2-large",
+        resolution=256,
+        num_frames=16,
+        image_encoder_size=224,
+    ),
+}
+"""The ``model`` section of every named preset (the one place that lists them)."""
+
+MODEL_PRESETS = tuple(_PRESET_MODELS)
+"""Preset names: the architecture a job builds (``--preset``); every job's PRESETS has exactly these."""
+
+CPU_PRESETS = ("tiny", "mini")
+"""Presets sized for a CPU (a Serve replica of one asks for no GPU by default)."""
+
+
 def model_preset(name: str) -> dict[str, Any]:
     """The ``model`` section of a named preset, as a dict of overrides."""
-    presets = {
-        "tiny": dict(resolution=64, num_frames=8, image_encoder_size=32),
-        # LivePhoto-mini: trained from scratch on a CPU; the one pretrained part is the text
-        # encoder (all-MiniLM-L6-v2, shipped in a PyPI wheel); pixel space, v-prediction, a
-        # zero-terminal-SNR schedule with trailing timesteps and the reference skip (docs/MODEL.md says why).
-        "mini": dict(
-            resolution=32, num_frames=8, image_encoder_size=32, autoencoder="pixel", pixel_patch=2,
-            prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing", reference_skip=True,
-            text_encoder=MINILM, text_max_length=32, tiny_block_out_channels=(32, 64, 64), tiny_attention_head_dim=2,
-        ),
-        "sd15": dict(
-            base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
-            motion_adapter="guoyww/animatediff-motion-adapter-v1-5-2",
-            image_encoder="facebook/dinov2-large",
-            resolution=256,
-            num_frames=16,
-            image_encoder_size=224,
-        ),
-    }
-    check(name in presets, "preset", f"got {name!r}, allowed: {', '.join(presets)}")
-    return dict(presets[name])
+    check(name in _PRESET_MODELS, "preset", f"got {name!r}, allowed: {', '.join(MODEL_PRESETS)}")
+    return dict(_PRESET_MODELS[name])
 
 
 TRAINABLE_GROUPS = ("conv_in", "motion", "content", "reweight")
 """Parameter groups of the LivePhoto network that train by default (model/network.py); the SD blocks stay frozen."""
 BASE_GROUP = "base"
 """The SD blocks as a group: trainable only for a base built from scratch (tiny, mini)."""
-
-MODEL_PRESETS = ("tiny", "mini", "sd15")
-"""Preset names: the architecture a job builds (``--preset``)."""
 
 SHIPPED_MODELS = {"mini": "livephoto-mini"}
 """Trained models in the repository's ``models/`` folder. As a model source (``--model mini`` in

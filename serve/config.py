@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.config import ConfigError, check, check_choice, from_dict, nested, opt, required
-from model.config import ModelSources
+from model.config import CPU_PRESETS, ModelSources
 from model.load import model_kind
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -106,7 +106,7 @@ class ServeConfig:
     def replica_num_gpus(self) -> float:
         if self.num_gpus is not None:
             return self.num_gpus
-        return 0.0 if self.model in ("tiny", "mini") else 1.0  # the CPU-sized models
+        return 0.0 if self.model in CPU_PRESETS else 1.0
 
     @property
     def max_request_bytes(self) -> int:

@@ -65,6 +65,18 @@ def test_missing_required_and_unknown_preset():
         load(PreprocessConfig, presets=PRESETS, preset="huge", overrides=REQUIRED)
 
 
+def test_every_job_offers_exactly_the_model_presets():
+    from evaluation.config import PRESETS as EVAL_PRESETS
+    from training.config import PRESETS as TRAIN_PRESETS
+    from model.config import CPU_PRESETS, MODEL_PRESETS, model_preset
+
+    for presets in (PRESETS, TRAIN_PRESETS, EVAL_PRESETS):
+        assert tuple(presets) == MODEL_PRESETS
+    assert set(CPU_PRESETS) < set(MODEL_PRESETS)
+    with pytest.raises(ConfigError, match=r"preset: got 'huge', allowed: tiny, mini, sd15"):
+        model_preset("huge")
+
+
 def test_parse_argv_types_and_errors():
     cfg_file, preset, overrides, wants_help = parse_argv(["--preset", "tiny", "--clip.stride", "3", "--encode.latents=false", "--model.tiny_block_out_channels", "[16, 32]"])
     assert (cfg_file, preset, wants_help) == (None, "tiny", False)
