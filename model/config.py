@@ -231,8 +231,8 @@ _PRESET_MODELS: dict[str, dict[str, Any]] = {
 MODEL_PRESETS = tuple(_PRESET_MODELS)
 """Preset names: the architecture a job builds (``--preset``); every job's PRESETS has exactly these."""
 
-CPU_PRESETS = ("tiny", "mini")
-"""Presets sized for a CPU (a Serve replica of one asks for no GPU by default)."""
+CPU_PRESETS = tuple(name for name, model in _PRESET_MODELS.items() if model.get("base_model") is None)
+"""Presets built from scratch at the ``tiny_*`` sizes, so sized for a CPU (a Serve replica of one asks for no GPU by default)."""
 
 
 def model_preset(name: str) -> dict[str, Any]:

@@ -211,8 +211,8 @@ def _mini() -> dict[str, Any]:
     return {
         **tiny,
         "model": model_preset("mini"),
-        "train": {**tiny["train"], "steps": 2000, "batch_size": 8, "caption_dropout": 0.15, "log_every": 10, "text_path_every": 10,
-                  "val_every": 0,
+        "train": {**tiny["train"], "steps": 2000, "batch_size": 8, "caption_dropout": 0.15, "log_every": 10,
+                  "text_path_every": 10, "val_every": 0,
                   "timestep_bias_portion": 0.3, "timestep_bias_begin": 950, "timestep_bias_from_step": 1000},
         "optim": {"lr": 1e-3, "warmup_steps": 50, "schedule": "constant", "ema_decay": 0.995},
         "samples": {"every": 200, "count": 2, "num_inference_steps": 10, "guidance_scale": 3.0,
