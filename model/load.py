@@ -5,7 +5,7 @@ or a shipped model name, so the animate CLI, the Serve replicas, the evaluation 
 benchmarks load models the same way:
 
 * a ``save_pretrained`` folder (``model_index.json`` + component folders; layout in
-  ``LivePhotoPipeline``'s docstring);
+  :mod:`model.saving`);
 * an MLflow model folder around one (``MLmodel`` + ``artifacts/pipeline/``, model/mlflow_model.py);
 * a training checkpoint folder (``trainable.safetensors`` + ``state.json``, and ``ema.safetensors``
   when the run kept EMA weights, which are then the ones loaded, as for the run's final model);

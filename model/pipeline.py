@@ -12,42 +12,29 @@ blended with the DDIM-inverted reference latent (prior inversion, paper Sec. 3.4
 from __future__ import annotations
 
 import inspect
-import json
-import warnings
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
-from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from einops import rearrange, repeat
 
-from common.config import ConfigError, from_dict, to_dict
+from common.config import from_dict, to_dict
 from model import encoders
-from model.build import LivePhotoComponents, assemble_network, base_unet_of, build_scheduler, motion_adapter_of
-from model.config import MODEL_PRESETS, SHIPPED_MODELS, ModelConfig, model_preset, shipped_model_dir
+from model.build import LivePhotoComponents, assemble_network, build_scheduler
+from model.config import ModelConfig
 from model.encoders import frozen
 from model.image import center_crop_resize, to_rgb
-from model.load import MODEL_INDEX, PIPELINE_MODULE, PIPELINE_SHIM, load_saved, read_model_config
 from model.network import LivePhotoModel
+from model.saving import COMPONENTS, SaveLoadMixin
 from model.single_file import read_once
 from model.sources import require_sources
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
-UNTRAINED_OK = ("tiny",)
-"""Presets whose fresh weights are expected to be random (plumbing); any other preset built fresh is warned about."""
-UNTRAINED_WARNING = (
-    "{name!r} builds LivePhoto from its pretrained parts with the new parts untrained (text re-weighting at its "
-    "initial values, reference / intensity channels of conv_in at zero): its videos do not start at the photo nor "
-    "follow the intensity. Train it (jobs/train.py --preset {name}) and load the run's final_model, or use 'mini'."
-)
 DECODE_CHUNK = 16  # frames per VAE decode call
-COMPONENTS = ("unet", "motion_adapter", "livephoto_adapter", "vae", "text_encoder", "tokenizer", "image_encoder", "scheduler")
-"""The pipeline's registered modules (also accepted by ``from_pretrained`` to replace saved ones)."""
 CALLBACK_TENSORS = ("latents", "noise_pred")
 """What ``callback_on_step_end`` may ask for (``callback_on_step_end_tensor_inputs``) and return."""
 
@@ -80,7 +67,7 @@ def _broadcast(values: dict[str, list]) -> int:
     return max(lengths.values(), default=1)
 
 
-class LivePhotoPipeline(DiffusionPipeline):
+class LivePhotoPipeline(SaveLoadMixin, DiffusionPipeline):
     """Photo + motion prompt + intensity -> video: a diffusers ``DiffusionPipeline``.
 
     Registered modules, as in AnimateDiff's pipeline: ``unet`` (the ``UNetMotionModel`` with
@@ -94,22 +81,7 @@ class LivePhotoPipeline(DiffusionPipeline):
     ``UNetMotionModel``. ``pipe.model`` is the assembled denoiser
     (:class:`~model.network.LivePhotoModel`), sharing the parameters of ``unet`` and
     ``livephoto_adapter``.
-
-    ``save_pretrained`` layout (``model_index.json`` + one folder per saved component)::
-
-        model_index.json        components as [library, class] ([null, null]: rebuilt from
-                                model_config at load), "model_config", and "_class_name"
-                                ["livephoto_pipeline", "LivePhotoPipeline"]
-        livephoto_pipeline.py   two lines importing this class, so that
-                                DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True) works
-        livephoto_adapter/      the new parts (always)
-        motion_adapter/         the trained motion modules as an AnimateDiff MotionAdapter (always)
-        scheduler/              (always)
-        unet/                   the SD blocks, only when they have no source or were trained
-        vae/, text_encoder/, tokenizer/, image_encoder/   only those built from a seed
-                                (tiny sizes); pretrained ones are referenced by model_config
-                                (base_model, text_encoder, image_encoder: hub id or path),
-                                overridable at load (from_pretrained(DIR, base_model=...))
+    Saving and loading: :class:`~model.saving.SaveLoadMixin`.
     """
 
     _optional_components = list(COMPONENTS)  # each one left None is built from model_config
@@ -164,119 +136,6 @@ class LivePhotoPipeline(DiffusionPipeline):
         return cls(unet=c.model.unet, livephoto_adapter=c.model.adapter, vae=c.vae, text_encoder=c.text_encoder,
                    tokenizer=c.tokenizer, image_encoder=c.image_encoder, scheduler=c.scheduler, model_config=to_dict(c.model.cfg))
 
-    @classmethod
-    def from_pretrained(
-        cls, pretrained_model_name_or_path: str | Path = "tiny", torch_dtype: torch.dtype | None = None,
-        tracking_uri: str | None = None, **kwargs,
-    ) -> "LivePhotoPipeline":
-        """A shipped model (``mini``: the trained LivePhoto-mini in ``models/``), a preset built
-        with fresh weights (``tiny`` random, ``sd15`` from the pretrained SD 1.5 parts, its
-        LivePhoto parts untrained), or a saved model (:mod:`model.load`: a ``save_pretrained``
-        folder or hub id, an MLflow model folder around one, a training checkpoint folder, or an
-        MLflow URI of any of them, resolved at ``tracking_uri``).
-
-        ``kwargs``: ModelConfig fields (``base_model=``, ``variant="fp16"``,
-        ``local_files_only=True``, ``lora=[...]``, ...) override the saved ``model_config``;
-        components (``scheduler=``, ``vae=``, ...) replace the saved ones, as in diffusers.
-        ``torch_dtype`` casts every component (default float32, as diffusers)."""
-        # a component object replaces the saved one; scheduler="DPMSolverMultistepScheduler" (a string) is the ModelConfig field
-        components = {name: kwargs.pop(name) for name in COMPONENTS if name in kwargs and not isinstance(kwargs[name], str)}
-        source, overrides = str(pretrained_model_name_or_path), kwargs
-        if "scheduler" in components:  # its class becomes the config's; its schedule fields still come from the config
-            overrides["scheduler"] = type(components["scheduler"]).__name__
-        if not Path(source).exists() and source in SHIPPED_MODELS:
-            pipe = cls.from_folder(shipped_model_dir(source), overrides, components)
-        elif not Path(source).exists() and source in MODEL_PRESETS:
-            if source not in UNTRAINED_OK:
-                warnings.warn(UNTRAINED_WARNING.format(name=source), UserWarning, stacklevel=2)
-            cfg = from_dict(ModelConfig, {**model_preset(source), **overrides}, prefix="model")
-            pipe = cls(model_config=to_dict(cfg), **components)
-        else:
-            pipe = load_saved(cls, source, tracking_uri, overrides, components)
-        return pipe.to(torch_dtype or torch.float32)
-
-    @classmethod
-    def from_folder(cls, directory: str | Path, overrides: dict[str, Any] | None = None, components: dict[str, Any] | None = None):
-        """A ``save_pretrained`` folder on this machine (see the class docstring for its layout)."""
-        directory = Path(directory)
-        cfg = read_model_config(directory, overrides or {})
-        shim = directory / f"{PIPELINE_MODULE}.py"
-        if not shim.is_file() or shim.read_text() != PIPELINE_SHIM:
-            raise ConfigError(
-                f"model: {shim} is not the file LivePhotoPipeline.save_pretrained writes; if you trust the folder's code, "
-                "load it with DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)"
-            )
-        variant = cfg.variant if cfg.variant and any(directory.glob(f"*/*.{cfg.variant}.*")) else None
-        return super().from_pretrained(
-            str(directory), model_config=to_dict(cfg), variant=variant, local_files_only=True, trust_remote_code=True,
-            **(components or {}),
-        )
-
-    def saved_components(self) -> dict[str, Any]:
-        """What :meth:`save_pretrained` writes, by component name (None: rebuilt from model_config at load)."""
-        cfg, model = self.cfg, self.model
-        base_saved = cfg.base_model is None or model._base_trainable()
-        text_saved = cfg.base_model is None and cfg.text_encoder is None
-        return {
-            "unet": base_unet_of(model) if base_saved else None,
-            "motion_adapter": motion_adapter_of(self.unet),
-            "livephoto_adapter": self.livephoto_adapter,
-            "vae": self.vae if cfg.base_model is None and cfg.autoencoder == "vae" else None,
-            "text_encoder": self.text_encoder if text_saved else None,
-            "tokenizer": self.tokenizer if text_saved else None,
-            "image_encoder": self.image_encoder if cfg.image_encoder is None else None,
-            "scheduler": self.scheduler,
-        }
-
-    def save_pretrained(
-        self, save_directory: str | Path, safe_serialization: bool = True, variant: str | None = None,
-        push_to_hub: bool = False, repo_id: str | None = None, **hub_kwargs,
-    ) -> None:
-        """``model_index.json`` + the component folders of :meth:`saved_components` (layout in
-        the class docstring); ``variant`` names the weight files (``*.fp16.safetensors``). With
-        ``push_to_hub=True`` the folder is then uploaded to ``repo_id`` (see :meth:`push_to_hub`)."""
-        import diffusers
-        from diffusers.pipelines.pipeline_loading_utils import _fetch_class_library_tuple
-
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        index: dict[str, Any] = {"_class_name": [PIPELINE_MODULE, type(self).__name__], "_diffusers_version": diffusers.__version__}
-        for name, part in self.saved_components().items():
-            if part is None:
-                index[name] = [None, None]
-                continue
-            weights = {"variant": variant} if hasattr(part, "state_dict") else {}
-            if isinstance(part, ModelMixin):
-                weights["safe_serialization"] = safe_serialization
-            part.save_pretrained(directory / name, **weights)
-            index[name] = list(_fetch_class_library_tuple(part))
-        index["model_config"] = to_dict(self.cfg)
-        (directory / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
-        (directory / f"{PIPELINE_MODULE}.py").write_text(PIPELINE_SHIM)
-        if push_to_hub:
-            if not repo_id:
-                raise ValueError("repo_id: required with push_to_hub=True (e.g. 'you/livephoto-flags')")
-            self.push_to_hub(repo_id, folder=directory, **hub_kwargs)
-
-    def push_to_hub(self, repo_id: str, folder: str | Path | None = None, private: bool | None = None,
-                    token: str | None = None, commit_message: str = "Upload LivePhoto model") -> str:
-        """Upload the ``save_pretrained`` folder (written to a temporary one when ``folder`` is
-        None) to the hub repo ``repo_id`` (created if missing); ``from_pretrained(repo_id)`` loads
-        it back. A model on a pretrained base uploads its trainable parts only; its config names
-        the base, which the loading machine must have (or point ``base_model=`` at). Returns the commit URL."""
-        import tempfile
-
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="livephoto-push-") as tmp:
-            if folder is None:
-                folder = tmp
-                self.save_pretrained(folder)
-            info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
-        return str(getattr(info, "commit_url", info))
-
     @property
     def cfg(self) -> ModelConfig:
         """The ModelConfig (``self.config`` is the diffusers pipeline config)."""
@@ -323,7 +182,7 @@ class LivePhotoPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ steps
 
     def check_inputs(self, prompts, intensities, num_frames, height, width, num_inference_steps, guidance_scale, output_type,
-                     guidance_rescale: float = 0.0) -> None:
+                     guidance_rescale: float = 0.0, guidance_interval: tuple[float, float] = (0.0, 1.0)) -> None:
         """Raise a short ValueError naming the first bad field."""
         levels = self.cfg.intensity_levels
         for prompt in prompts:
@@ -345,6 +204,8 @@ class LivePhotoPipeline(DiffusionPipeline):
             raise ValueError(f"guidance_scale: must be >= 0, got {guidance_scale}")
         if not 0.0 <= guidance_rescale <= 1.0:
             raise ValueError(f"guidance_rescale: must be 0..1, got {guidance_rescale}")
+        if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
+            raise ValueError(f"guidance_interval: must be (start, stop) with 0 <= start <= stop <= 1, got {guidance_interval!r}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type: got {output_type!r}, allowed: {', '.join(OUTPUT_TYPES)}")
 
@@ -439,6 +300,7 @@ class LivePhotoPipeline(DiffusionPipeline):
         num_inference_steps: int = 25,
         guidance_scale: float = 7.5,
         guidance_rescale: float = 0.0,
+        guidance_interval: tuple[float, float] = (0.0, 1.0),
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         seed: int | Sequence[int] | None = None,
         prior_inversion: bool = True,
@@ -473,7 +335,10 @@ class LivePhotoPipeline(DiffusionPipeline):
         :data:`CALLBACK_TENSORS`) and returning a dict that may replace ``latents``;
         ``return_dict=False`` returns a tuple ``(frames, token_weights)``; ``guidance_rescale``
         (0..1) pulls the guided prediction's spread back to the conditional one's (Lin et al. 2023,
-        the zero-terminal-SNR paper, section 3.4; diffusers' ``rescale_noise_cfg``).
+        the zero-terminal-SNR paper, section 3.4; diffusers' ``rescale_noise_cfg``);
+        ``guidance_interval=(start, stop)`` guides only steps ``int(start * n) <= i < int(stop * n)``
+        of the ``n`` (diffusers' guiders' ``start``/``stop``; Kynkaanniemi et al. 2024 guide only the
+        middle-to-high noise levels) and runs the conditional branch alone elsewhere.
         """
         cfg = self.cfg
         num_frames = cfg.num_frames if num_frames is None else num_frames
@@ -505,7 +370,7 @@ class LivePhotoPipeline(DiffusionPipeline):
         requests = _broadcast(lists)
         lists = {k: v * requests if len(v) == 1 else v for k, v in lists.items()}
         self.check_inputs(lists["prompt"], lists["intensity"], num_frames, height, width, num_inference_steps, guidance_scale, output_type,
-                          guidance_rescale)
+                          guidance_rescale, guidance_interval)
         n = num_videos_per_prompt
         if seed is not None:
             generators = [torch.Generator().manual_seed(int(s) + j) for s in lists["seed"] for j in range(n)]
@@ -544,6 +409,7 @@ class LivePhotoPipeline(DiffusionPipeline):
         latents = (noise * self.scheduler.init_noise_sigma).to(dtype)
 
         # 5. conditions of both guidance branches: [unconditional; conditional]
+        cond_only = dict(conditions, reference_latents=reference)
         if do_cfg:
             if negative_prompt_embeds is not None:
                 neg_text, neg_mask = self.given_embeddings(
@@ -557,7 +423,7 @@ class LivePhotoPipeline(DiffusionPipeline):
                 reference_latents=both(reference), intensity=both(levels), image_tokens=both(image_tokens),
             )
         else:
-            branch = dict(conditions, reference_latents=reference)
+            branch = cond_only
         step_kwargs: dict[str, Any] = {}
         accepted = inspect.signature(self.scheduler.step).parameters
         if "generator" in accepted and batch == 1:
@@ -566,12 +432,14 @@ class LivePhotoPipeline(DiffusionPipeline):
             step_kwargs["eta"] = eta
 
         # 6. denoising loop
+        guided = range(int(guidance_interval[0] * len(timesteps)), int(guidance_interval[1] * len(timesteps)))
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
-                model_input = torch.cat([latents, latents]) if do_cfg else latents
+                guide = do_cfg and i in guided
+                model_input = torch.cat([latents, latents]) if guide else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
-                noise_pred = self.model(model_input, t, **branch).sample
-                if do_cfg:
+                noise_pred = self.model(model_input, t, **(branch if guide else cond_only)).sample
+                if guide:
                     uncond, cond = noise_pred.chunk(2)
                     noise_pred = uncond + guidance_scale * (cond - uncond)
                     if guidance_rescale > 0:

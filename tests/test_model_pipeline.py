@@ -98,6 +98,8 @@ def test_prior_inversion_pulls_first_frame_towards_reference(pipe, photo):
         (dict(num_inference_steps=0), "num_inference_steps"),
         (dict(guidance_scale=-1.0), "guidance_scale"),
         (dict(guidance_rescale=1.5), "guidance_rescale"),
+        (dict(guidance_interval=(0.6, 0.2)), "guidance_interval"),
+        (dict(guidance_interval=(0.0, 1.5)), "guidance_interval"),
         (dict(prompt=""), "prompt"),
         (dict(prompt="   "), "prompt"),
         (dict(image=np.zeros((0, 10, 3), np.uint8)), "image"),
@@ -169,6 +171,29 @@ def test_guidance_rescale_changes_the_guided_prediction_only_when_on(pipe, photo
     assert not np.allclose(plain, rescaled)
     assert not torch.allclose(plain_preds[0], seen[0])  # same inputs at step 0, different guided prediction
     assert np.array_equal(pipe(photo, "a dog runs", seed=0, guidance_rescale=0.0, **call).frames, plain)
+
+
+def test_guidance_interval_guides_only_its_steps(pipe, photo):
+    """guidance_interval=(start, stop): steps int(start*n) <= i < int(stop*n) are guided, the others
+    run the conditional branch alone (what guidance 1 gives at every step)."""
+    seen = []
+
+    def keep(_pipe, i, t, tensors):
+        seen.append(tensors["noise_pred"])
+        return {}
+
+    call = {**CALL, "num_inference_steps": 4, "callback_on_step_end": keep, "callback_on_step_end_tensor_inputs": ["noise_pred"]}
+    runs = {}
+    for name, kwargs in {"guided": dict(guidance_scale=4.0), "half": dict(guidance_scale=4.0, guidance_interval=(0.0, 0.5)),
+                         "unguided": dict(guidance_scale=1.0)}.items():
+        seen[:] = []
+        runs[name] = (pipe(photo, "a dog runs", seed=0, **call, **kwargs).frames, list(seen))
+    (guided, g), (half, h), (unguided, u) = runs["guided"], runs["half"], runs["unguided"]
+    assert torch.equal(h[0], g[0]) and torch.equal(h[1], g[1])  # steps 0 and 1 guided, from the same latents
+    assert not torch.allclose(h[2], g[2]) and not torch.allclose(h[2], u[2])  # the latents differ from step 2 on
+    assert not np.allclose(half, guided) and not np.allclose(half, unguided)
+    none = pipe(photo, "a dog runs", seed=0, guidance_scale=4.0, guidance_interval=(0.0, 0.0), **call).frames
+    np.testing.assert_allclose(none, unguided, atol=1e-6)  # no step guided = guidance 1
 
 
 def test_pipeline_save_load_round_trip(tmp_path, pipe, photo):
