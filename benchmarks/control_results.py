@@ -183,7 +183,7 @@ def setup_of(args: argparse.Namespace) -> dict:
 
     mini = ModelConfig(**model_preset("mini"))
     return {"clips": args.clips, "resolution": SIZE, "frames": FRAMES, "preset": "mini",
-            "unet_channels": list(mini.tiny_block_out_channels), "reference_skip": mini.reference_skip,
+            "unet_channels": list(mini.tiny.block_out_channels), "reference_skip": mini.reference_skip,
             "text_encoder": "all-MiniLM-L6-v2 (pretrained, frozen)", "autoencoder": "pixel (2x2 space-to-depth)",
             "schedule": "zero terminal SNR, trailing, v-prediction",
             "held_out_photos": list(HELD_OUT), "speeds_px_per_frame": [round(s * SIZE / 128, 3) for s in SPEEDS_AT_128],

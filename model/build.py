@@ -84,7 +84,7 @@ def build_unet2d(cfg: ModelConfig):
 
     if cfg.base_model is not None:
         return fuse_loras(load_base_component("SD 1.5 UNet", cfg, UNet2DConditionModel, "unet"), cfg, "unet")
-    levels = len(cfg.tiny_block_out_channels)
+    levels = len(cfg.tiny.block_out_channels)
     dims = encoders.encoder_dims(cfg)
     with seeded(cfg.seed + SEED_OFFSETS["unet"]):
         unet = UNet2DConditionModel(
@@ -93,11 +93,11 @@ def build_unet2d(cfg: ModelConfig):
             out_channels=dims["latent_channels"],
             down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
-            block_out_channels=tuple(cfg.tiny_block_out_channels),
-            layers_per_block=cfg.tiny_layers_per_block,
-            norm_num_groups=cfg.tiny_norm_num_groups,
+            block_out_channels=tuple(cfg.tiny.block_out_channels),
+            layers_per_block=cfg.tiny.layers_per_block,
+            norm_num_groups=cfg.tiny.norm_num_groups,
             cross_attention_dim=dims["text_dim"],
-            attention_head_dim=cfg.tiny_attention_head_dim,
+            attention_head_dim=cfg.tiny.attention_head_dim,
         )
     return fuse_loras(unet, cfg, "unet")
 
@@ -138,7 +138,7 @@ def build_motion_adapter(cfg: ModelConfig, unet2d):
             MotionAdapter.from_pretrained, local_files_only=cfg.local_files_only, variant=cfg.variant,
         )
     return fresh_motion_adapter(
-        unet2d, cfg.tiny_motion_max_seq_length, cfg.seed + SEED_OFFSETS["motion_adapter"], cfg.tiny_attention_head_dim
+        unet2d, cfg.tiny.motion_max_seq_length, cfg.seed + SEED_OFFSETS["motion_adapter"], cfg.tiny.attention_head_dim
     )
 
 

@@ -6,16 +6,17 @@ the paper's model: Stable Diffusion 1.5, the AnimateDiff v1.5 motion adapter, DI
 ViT-L/14 and the CLIP ViT-L/14 text encoder, loaded from local folders or hub ids.
 
 Where a source field (``base_model``, ``motion_adapter``, ``image_encoder``) is ``None`` the
-component is built at the ``tiny_*`` sizes with random weights.
+component is built at the ``tiny`` sizes (:class:`TinySizes`) with random weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-from common.config import check, check_choice, opt
+from common.config import check, check_choice, from_dict, opt
 
 
 SCHEDULERS = (
@@ -55,6 +56,39 @@ class ModelSources:
     def overrides(self) -> dict[str, Any]:
         """The set fields, as ModelConfig overrides for ``LivePhotoPipeline.from_pretrained``."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class TinySizes:
+    """Sizes of the components a preset builds from a seed where it names no pretrained source:
+    the UNet and motion modules (``base_model`` / ``motion_adapter`` None), the CLIP text encoder
+    (``text_encoder`` and ``base_model`` None), the VAE and DINOv2."""
+
+    block_out_channels: tuple[int, ...] = opt((32, 64), "UNet channels per resolution level")
+    layers_per_block: int = opt(1, "UNet resnet layers per block")
+    attention_head_dim: int = opt(
+        2, "attention heads of the UNet and of fresh motion modules (diffusers' attention_head_dim means heads); at these "
+           "widths 8 heads of 4-8 dims made a CPU training step 1.7x slower than 2 heads"
+    )
+    norm_num_groups: int = opt(8, "UNet / motion module group-norm groups")
+    motion_max_seq_length: int = opt(32, "longest clip (frames) the fresh motion modules support")
+    text_hidden_size: int = opt(32, "CLIP text width (= UNet cross-attention dim)")
+    text_layers: int = opt(2, "CLIP text encoder layers")
+    text_heads: int = opt(2, "CLIP text encoder heads")
+    vae_block_out_channels: tuple[int, ...] = opt((32, 32, 64), "VAE channels per level (downsampling 2**(n-1))")
+    image_hidden_size: int = opt(32, "DINOv2 width")
+    image_layers: int = opt(2, "DINOv2 layers")
+    image_heads: int = opt(2, "DINOv2 heads")
+    image_patch_size: int = opt(8, "DINOv2 patch size")
+
+    def __post_init__(self) -> None:
+        check(len(self.block_out_channels) >= 1, "block_out_channels", "needs at least one level")
+        check(
+            all(c % self.norm_num_groups == 0 for c in self.block_out_channels),
+            "norm_num_groups",
+            f"must divide every entry of block_out_channels {self.block_out_channels}",
+        )
+        check(self.text_hidden_size % self.text_heads == 0, "text_heads", f"must divide text_hidden_size={self.text_hidden_size}")
 
 
 @dataclass
@@ -129,33 +163,20 @@ class ModelConfig:
     prior_inversion_last: float = opt(0.016, "prior-inversion blend weight a_n at the last frame (linear in between)")
 
     # --- sizes of components built from scratch (used where the source above is None)
-    tiny_block_out_channels: tuple[int, ...] = opt((32, 64), "UNet channels per resolution level")
-    tiny_layers_per_block: int = opt(1, "UNet resnet layers per block")
-    tiny_attention_head_dim: int = opt(
-        2, "attention heads of the UNet and of fresh motion modules (diffusers' attention_head_dim means heads); at these "
-           "widths 8 heads of 4-8 dims made a CPU training step 1.7x slower than 2 heads"
-    )
-    tiny_norm_num_groups: int = opt(8, "UNet / motion module group-norm groups")
-    tiny_motion_max_seq_length: int = opt(32, "longest clip (frames) the fresh motion modules support")
-    tiny_text_hidden_size: int = opt(32, "CLIP text width (= UNet cross-attention dim)")
-    tiny_text_layers: int = opt(2, "CLIP text encoder layers")
-    tiny_text_heads: int = opt(2, "CLIP text encoder heads")
-    tiny_vae_block_out_channels: tuple[int, ...] = opt((32, 32, 64), "VAE channels per level (downsampling 2**(n-1))")
-    tiny_image_hidden_size: int = opt(32, "DINOv2 width")
-    tiny_image_layers: int = opt(2, "DINOv2 layers")
-    tiny_image_heads: int = opt(2, "DINOv2 heads")
-    tiny_image_patch_size: int = opt(8, "DINOv2 patch size")
+    tiny: TinySizes = opt(TinySizes(), "sizes of the components built from a seed (a section: --model.tiny.block_out_channels 32,64)")
 
     def __post_init__(self) -> None:
+        if isinstance(self.tiny, Mapping):  # ModelConfig(**preset): the section as a dict
+            self.tiny = from_dict(TinySizes, self.tiny, prefix="tiny")
         check(self.resolution > 0 and self.resolution % 8 == 0, "resolution", f"must be a positive multiple of 8, got {self.resolution}")
         check(self.num_frames >= 2, "num_frames", f"must be >= 2, got {self.num_frames}")
         check(self.intensity_levels >= 2, "intensity_levels", f"must be >= 2, got {self.intensity_levels}")
         check(self.reweight_layers >= 1, "reweight_layers", f"must be >= 1, got {self.reweight_layers}")
         check(self.reweight_heads >= 1, "reweight_heads", f"must be >= 1, got {self.reweight_heads}")
         check(
-            self.base_model is not None or self.text_encoder is not None or self.tiny_text_hidden_size % self.reweight_heads == 0,
+            self.base_model is not None or self.text_encoder is not None or self.tiny.text_hidden_size % self.reweight_heads == 0,
             "reweight_heads",
-            f"must divide tiny_text_hidden_size={self.tiny_text_hidden_size}, got {self.reweight_heads}",
+            f"must divide tiny.text_hidden_size={self.tiny.text_hidden_size}, got {self.reweight_heads}",
         )
         check_choice(self.scheduler, "scheduler", SCHEDULERS)
         check_choice(self.timestep_spacing, "timestep_spacing", TIMESTEP_SPACINGS)
@@ -189,17 +210,6 @@ class ModelConfig:
             value = getattr(self, name)
             check(0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value}")
         check(self.image_encoder_size > 0, "image_encoder_size", f"must be positive, got {self.image_encoder_size}")
-        check(len(self.tiny_block_out_channels) >= 1, "tiny_block_out_channels", "needs at least one level")
-        check(
-            all(c % self.tiny_norm_num_groups == 0 for c in self.tiny_block_out_channels),
-            "tiny_norm_num_groups",
-            f"must divide every entry of tiny_block_out_channels {self.tiny_block_out_channels}",
-        )
-        check(
-            self.tiny_text_hidden_size % self.tiny_text_heads == 0,
-            "tiny_text_heads",
-            f"must divide tiny_text_hidden_size={self.tiny_text_hidden_size}",
-        )
 
     @property
     def is_random(self) -> bool:
@@ -215,7 +225,7 @@ _PRESET_MODELS: dict[str, dict[str, Any]] = {
     "mini": dict(
         resolution=32, num_frames=8, image_encoder_size=32, autoencoder="pixel", pixel_patch=2,
         prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing", reference_skip=True,
-        text_encoder=MINILM, text_max_length=32, tiny_block_out_channels=(32, 64, 64), tiny_attention_head_dim=2,
+        text_encoder=MINILM, text_max_length=32, tiny=dict(block_out_channels=(32, 64, 64), attention_head_dim=2),
     ),
     "sd15": dict(
         base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -232,7 +242,17 @@ MODEL_PRESETS = tuple(_PRESET_MODELS)
 """Preset names: the architecture a job builds (``--preset``); every job's PRESETS has exactly these."""
 
 CPU_PRESETS = tuple(name for name, model in _PRESET_MODELS.items() if model.get("base_model") is None)
-"""Presets built from scratch at the ``tiny_*`` sizes, so sized for a CPU (a Serve replica of one asks for no GPU by default)."""
+"""Presets built from scratch at their ``tiny`` sizes, so sized for a CPU (a Serve replica of one asks for no GPU by default)."""
+
+
+def upgrade_saved_config(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved ``model_config`` in today's layout: configs saved before the sizes became the
+    ``tiny`` section (2026-12-05) had them as flat ``tiny_*`` fields."""
+    data = dict(data)
+    flat = {key[len("tiny_"):]: data.pop(key) for key in list(data) if key.startswith("tiny_")}
+    if flat:
+        data["tiny"] = {**flat, **dict(data.get("tiny") or {})}
+    return data
 
 
 def model_preset(name: str) -> dict[str, Any]:

@@ -180,12 +180,12 @@ def load_text_encoder(cfg: ModelConfig):
         return frozen(fuse_loras(model, cfg, "text_encoder"))
     config = CLIPTextConfig(
         vocab_size=len(_clip_bpe()[0]),
-        hidden_size=cfg.tiny_text_hidden_size,
-        intermediate_size=cfg.tiny_text_hidden_size * 2,
-        num_hidden_layers=cfg.tiny_text_layers,
-        num_attention_heads=cfg.tiny_text_heads,
+        hidden_size=cfg.tiny.text_hidden_size,
+        intermediate_size=cfg.tiny.text_hidden_size * 2,
+        num_hidden_layers=cfg.tiny.text_layers,
+        num_attention_heads=cfg.tiny.text_heads,
         max_position_embeddings=TOKENIZER_MAX_LENGTH,
-        projection_dim=cfg.tiny_text_hidden_size,
+        projection_dim=cfg.tiny.text_hidden_size,
         bos_token_id=49406,
         eos_token_id=49407,
         pad_token_id=49407,
@@ -281,7 +281,7 @@ def load_vae(cfg: ModelConfig):
 
     if cfg.base_model is not None:
         return frozen(load_base_component("VAE", cfg, AutoencoderKL, "vae"))
-    channels = tuple(cfg.tiny_vae_block_out_channels)
+    channels = tuple(cfg.tiny.vae_block_out_channels)
     with seeded(cfg.seed + SEED_OFFSETS["vae"]):
         vae = AutoencoderKL(
             in_channels=3,
@@ -347,11 +347,11 @@ def load_image_encoder(cfg: ModelConfig):
         )
         return frozen(model)
     config = Dinov2Config(
-        hidden_size=cfg.tiny_image_hidden_size,
-        num_hidden_layers=cfg.tiny_image_layers,
-        num_attention_heads=cfg.tiny_image_heads,
+        hidden_size=cfg.tiny.image_hidden_size,
+        num_hidden_layers=cfg.tiny.image_layers,
+        num_attention_heads=cfg.tiny.image_heads,
         mlp_ratio=2,
-        patch_size=cfg.tiny_image_patch_size,
+        patch_size=cfg.tiny.image_patch_size,
         image_size=cfg.image_encoder_size,
     )
     with seeded(cfg.seed + SEED_OFFSETS["image_encoder"]):
@@ -392,7 +392,7 @@ def encoder_dims(cfg: ModelConfig) -> dict[str, int]:
     from model.sources import require_sources
 
     require_sources(cfg, ("vae", "text", "image_encoder"))  # every missing one at once, before any config is read
-    text_dim, vae_levels, latent_channels = cfg.tiny_text_hidden_size, len(cfg.tiny_vae_block_out_channels), 4
+    text_dim, vae_levels, latent_channels = cfg.tiny.text_hidden_size, len(cfg.tiny.vae_block_out_channels), 4
     if cfg.base_model is not None:
         how, configs = _how("base_model", cfg.base_model), base_configs(cfg)
         if cfg.autoencoder == "vae":
@@ -414,7 +414,7 @@ def encoder_dims(cfg: ModelConfig) -> dict[str, int]:
                                 Dinov2Config.from_pretrained, local_files_only=cfg.local_files_only)
         image_dim, patch = image.hidden_size, image.patch_size
     else:
-        image_dim, patch = cfg.tiny_image_hidden_size, cfg.tiny_image_patch_size
+        image_dim, patch = cfg.tiny.image_hidden_size, cfg.tiny.image_patch_size
     return {
         "text_dim": text_dim,
         "latent_channels": latent_channels,

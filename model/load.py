@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common.config import ConfigError, from_dict, to_dict
+from common.config import ConfigError, deep_merge, from_dict, to_dict
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "hdfs://", "file://")
 MODEL_INDEX = "model_index.json"
@@ -131,7 +131,7 @@ def pipeline_dir(directory: str | Path) -> Path:
 
 def read_model_config(directory: str | Path, overrides: dict[str, Any] | None = None):
     """The ModelConfig of a ``save_pretrained`` folder (its ``model_index.json``), ``overrides`` applied."""
-    from model.config import ModelConfig
+    from model.config import ModelConfig, upgrade_saved_config
     from model.encoders import WeightsNotFoundError
 
     directory = Path(directory)
@@ -147,7 +147,7 @@ def read_model_config(directory: str | Path, overrides: dict[str, Any] | None = 
     index = json.loads(path.read_text())
     if "model_config" not in index:
         raise ConfigError(f"model: {path} has no 'model_config': not a LivePhoto pipeline (its _class_name is {index.get('_class_name')!r})")
-    return from_dict(ModelConfig, {**index["model_config"], **(overrides or {})}, prefix="model")
+    return from_dict(ModelConfig, deep_merge(upgrade_saved_config(index["model_config"]), overrides or {}), prefix="model")
 
 
 def load_saved(pipeline_cls, source: str, tracking_uri: str | None = None, overrides: dict[str, Any] | None = None,
@@ -178,12 +178,12 @@ def _load_checkpoint(pipeline_cls, directory: Path, overrides: dict[str, Any], c
     (their EMA where the run kept one, as the run's final model does)."""
     from safetensors.torch import load_file
 
-    from model.config import ModelConfig
+    from model.config import ModelConfig, upgrade_saved_config
 
     meta = json.loads((directory / CHECKPOINT_STATE).read_text())
     if "model" not in meta:
         raise ConfigError(f"model: {directory / CHECKPOINT_STATE} has no 'model' section; not a training checkpoint")
-    cfg = from_dict(ModelConfig, {**meta["model"], **overrides}, prefix="model")
+    cfg = from_dict(ModelConfig, deep_merge(upgrade_saved_config(meta["model"]), overrides), prefix="model")
     pipe = pipeline_cls(model_config=to_dict(cfg), **components)
     state = load_file(directory / CHECKPOINT_TRAINABLE)
     if (directory / CHECKPOINT_EMA).is_file():

@@ -25,7 +25,7 @@ from einops import rearrange, repeat
 from common.config import from_dict, to_dict
 from model import encoders
 from model.build import LivePhotoComponents, assemble_network, build_scheduler
-from model.config import ModelConfig
+from model.config import ModelConfig, upgrade_saved_config
 from model.encoders import frozen
 from model.image import center_crop_resize, to_rgb
 from model.network import LivePhotoModel
@@ -91,7 +91,7 @@ class LivePhotoPipeline(SaveLoadMixin, DiffusionPipeline):
         image_encoder=None, scheduler=None, model_config=None,
     ):
         super().__init__()
-        cfg = from_dict(ModelConfig, dict(model_config or {}), prefix="model_config")
+        cfg = from_dict(ModelConfig, upgrade_saved_config(model_config or {}), prefix="model_config")
         if scheduler is not None and "scheduler" not in (model_config or {}):  # the config names the class when it can
             cfg = replace(cfg, scheduler=type(scheduler).__name__)
         needed = {"unet": unet is None, "motion_adapter": unet is None and motion_adapter is None, "vae": vae is None,

@@ -78,9 +78,9 @@ def test_every_job_offers_exactly_the_model_presets():
 
 
 def test_parse_argv_types_and_errors():
-    cfg_file, preset, overrides, wants_help = parse_argv(["--preset", "tiny", "--clip.stride", "3", "--encode.latents=false", "--model.tiny_block_out_channels", "[16, 32]"])
+    cfg_file, preset, overrides, wants_help = parse_argv(["--preset", "tiny", "--clip.stride", "3", "--encode.latents=false", "--model.tiny.block_out_channels", "[16, 32]"])
     assert (cfg_file, preset, wants_help) == (None, "tiny", False)
-    assert overrides == {"clip.stride": 3, "encode.latents": False, "model.tiny_block_out_channels": [16, 32]}
+    assert overrides == {"clip.stride": 3, "encode.latents": False, "model.tiny.block_out_channels": [16, 32]}
     with pytest.raises(ConfigError, match="--clip.stride: missing value"):
         parse_argv(["--clip.stride"])
     with pytest.raises(ConfigError, match="unexpected argument 'stray'"):

@@ -56,7 +56,7 @@ def test_forward_shapes(model, cfg):
     assert model.unet.conv_in.in_channels == 10 == model.unet.config.in_channels
     assert model.content_proj.in_features == encoder_dims(cfg)["image_dim"]
     assert model.content_proj.out_features == model.unet.config.cross_attention_dim
-    assert model.max_frames == cfg.tiny_motion_max_seq_length
+    assert model.max_frames == cfg.tiny.motion_max_seq_length
     procs = [p for name, p in model.unet.attn_processors.items() if isinstance(p, ContentAttnProcessor)]
     assert procs and all(".attn2." in n and "motion_modules" not in n
                          for n, p in model.unet.attn_processors.items() if isinstance(p, ContentAttnProcessor))

@@ -218,6 +218,14 @@ def test_pipeline_save_load_round_trip(tmp_path, pipe, photo):
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         DiffusionPipeline.from_pretrained(tmp_path)  # diffusers' own guard: the folder names a module to import
 
+    # a folder saved before the sizes became the ``tiny`` section (flat tiny_* fields) loads the same model
+    index["model_config"].update({f"tiny_{k}": v for k, v in index["model_config"].pop("tiny").items()})
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    for loaded in (LivePhotoPipeline.from_pretrained(tmp_path), DiffusionPipeline.from_pretrained(tmp_path, trust_remote_code=True)):
+        assert loaded.cfg == pipe.cfg
+        loaded.set_progress_bar_config(disable=True)
+        assert np.array_equal(a, loaded(photo, "a dog runs", seed=3, **CALL).frames)
+
 
 def test_fp16_variant_and_torch_dtype_as_in_diffusers(tmp_path, photo):
     pipe = LivePhotoPipeline.from_pretrained("tiny")

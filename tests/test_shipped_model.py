@@ -40,7 +40,7 @@ def test_shipped_folder_is_small_safetensors_with_a_model_card():
 def test_loads_by_name_with_the_mini_architecture(pipe):
     cfg, preset = pipe.cfg, ModelConfig(**model_preset("mini"))
     for field in ("resolution", "num_frames", "autoencoder", "pixel_patch", "prediction_type", "rescale_betas_zero_snr",
-                  "timestep_spacing", "text_max_length", "tiny_block_out_channels", "tiny_attention_head_dim"):
+                  "timestep_spacing", "text_max_length", "tiny"):
         assert getattr(cfg, field) == getattr(preset, field), field
     assert cfg.text_encoder == MINILM and type(pipe.text_encoder).__name__ == "BertModel"
     assert pipe.scheduler.config.prediction_type == "v_prediction"

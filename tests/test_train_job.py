@@ -110,7 +110,7 @@ def test_bad_inputs_fail_at_start(ray_cluster, first_run, tmp_path):
     with pytest.raises(DatasetError, match="has no clips"):
         run(train_config(empty, tmp_path / "o2"))
     with pytest.raises(DatasetError, match="caption embeddings are 32-wide but the model's text encoder is 64-wide"):
-        run(train_config(data, tmp_path / "o3", **{"model.tiny_text_hidden_size": 64}))
+        run(train_config(data, tmp_path / "o3", **{"model.tiny.text_hidden_size": 64}))
     with pytest.raises(DatasetError, match="need at least 400"):
         run(train_config(data, tmp_path / "o4", **{"train.batch_size": 400}))
     checkpoint = tmp_path / "ckpt"

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from common.config import ConfigError
+from common.config import ConfigError, flatten, from_dict
+from model.config import ModelConfig, upgrade_saved_config
 from model.load import CHECKPOINT_EMA, CHECKPOINT_STATE, CHECKPOINT_TRAINABLE
 from training.config import TrainConfig
 
@@ -93,12 +94,12 @@ def load_checkpoint(directory: str | Path, model, optimizer, lr_scheduler, ema: 
 def check_model_config(directory: str | Path, cfg: TrainConfig) -> dict[str, Any]:
     """The checkpoint's metadata; raise if it was written for another model config."""
     meta = read_checkpoint_meta(directory)
-    ours = json.loads(json.dumps(asdict(cfg.model), default=list))
-    differing = sorted(k for k in set(ours) | set(meta["model"]) if ours.get(k) != meta["model"].get(k))
+    ours, theirs = flatten(cfg.model), flatten(from_dict(ModelConfig, upgrade_saved_config(meta["model"]), prefix="model"))
+    differing = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if differing:
         raise CheckpointMismatchError(
             f"checkpoint {directory} was written for another model config; differing fields: "
-            + ", ".join(f"model.{k} (checkpoint {meta['model'].get(k)!r}, now {ours.get(k)!r})" for k in differing[:5])
+            + ", ".join(f"model.{k} (checkpoint {theirs.get(k)!r}, now {ours.get(k)!r})" for k in differing[:5])
         )
     return meta
 
