@@ -42,6 +42,7 @@ class GenerationConfig:
     resolution: int | None = opt(None, "video height and width; None = the model's resolution")
     num_inference_steps: int = opt(25, "sampler steps")
     guidance_scale: float = opt(7.5, "classifier-free guidance on the text")
+    guidance_interval: tuple[float, float] = opt((0.0, 1.0), "(start, stop): guide only sampler steps int(start*n)..int(stop*n)-1 of n")
     prior_inversion: bool = opt(True, "start from noise blended with the inverted reference (the paper's sampling)")
     batch_size: int = opt(8, "manifest rows per model call")
     actors: int = opt(1, "generation actor-pool size (one model copy each)")
@@ -52,6 +53,8 @@ class GenerationConfig:
 
     def __post_init__(self) -> None:
         check(self.num_inference_steps >= 1, "num_inference_steps", f"must be >= 1, got {self.num_inference_steps}")
+        check(0.0 <= self.guidance_interval[0] <= self.guidance_interval[1] <= 1.0, "guidance_interval",
+              f"must be (start, stop) with 0 <= start <= stop <= 1, got {self.guidance_interval}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.actors >= 1, "actors", f"must be >= 1, got {self.actors}")
         check(self.num_frames is None or self.num_frames >= 2, "num_frames", f"must be >= 2, got {self.num_frames}")
@@ -91,7 +94,10 @@ class EvalMlflowConfig:
 class EvalOutputConfig:
     dir: str | None = required("output folder: videos/, metrics/ (Parquet), summary.json, report.md and plots")
     overwrite: bool = opt(False, "replace an existing output folder (otherwise the job refuses to start)")
-    report_videos: int = opt(8, "videos embedded in report.md")
+    report_videos: int = opt(8, "videos embedded in report.md (0: none)")
+
+    def __post_init__(self) -> None:
+        check(self.report_videos >= 0, "report_videos", f"must be >= 0, got {self.report_videos}")
 
 
 @dataclass
@@ -120,9 +126,11 @@ def _sd15() -> dict[str, Any]:
 
 
 def _mini() -> dict[str, Any]:
-    """The shipped LivePhoto-mini at 32 px: its sampler settings, flow at full resolution."""
+    """The shipped LivePhoto-mini at 32 px: its sampler settings (chosen on the training photos,
+    docs/BENCHMARKS.md), flow at full resolution."""
     return {
-        "generation": {"model": "mini", "num_inference_steps": 10, "guidance_scale": 3.0, "batch_size": 16, "num_cpus": 1.0},
+        "generation": {"model": "mini", "num_inference_steps": 4, "guidance_scale": 3.0, "guidance_interval": (0.0, 0.5),
+                       "batch_size": 16, "num_cpus": 1.0},
         "metrics": {"clip": "tiny", "dino": "tiny", "flow_max_side": 32},
     }
 

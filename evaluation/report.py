@@ -195,6 +195,8 @@ def pick_examples(table: pa.Table, count: int) -> list[dict[str, Any]]:
     rows.sort(key=lambda r: r["id"])
     if len(rows) <= count:
         return rows
+    if count <= 0:  # output.report_videos 0: a report without videos
+        return []
     step = len(rows) / count
     return [rows[int(i * step)] for i in range(count)]
 

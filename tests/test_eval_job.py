@@ -116,8 +116,9 @@ def test_generated_rows_carry_videos_and_metrics(evaluated):
 
 def test_generation_is_deterministic_per_seed(evaluated, manifest, model_dir, tmp_path):
     out, _ = evaluated
-    again = run(eval_config(manifest, model_dir, tmp_path / "again", **{"manifest.limit": 1, "generation.batch_size": 1}))
-    assert again["generated"] == 1
+    again = run(eval_config(manifest, model_dir, tmp_path / "again",
+                            **{"manifest.limit": 1, "generation.batch_size": 1, "output.report_videos": 0}))
+    assert again["generated"] == 1 and ".gif)" not in (tmp_path / "again" / "report.md").read_text()  # a report without videos
     first = read_video(out / "videos" / "left.gif")
     assert np.array_equal(read_video(tmp_path / "again" / "videos" / "left.gif"), first)
 
@@ -177,3 +178,7 @@ def test_bad_configs_fail_at_start(ray_cluster, manifest, model_dir, tmp_path):
         run(eval_config(manifest, model_dir, tmp_path / "o4"))
     with pytest.raises(ConfigError, match="generation.save_videos"):
         eval_config(manifest, model_dir, tmp_path / "o5", **{"generation.save_videos": "avi"})
+    with pytest.raises(ConfigError, match="generation.guidance_interval: must be"):
+        eval_config(manifest, model_dir, tmp_path / "o5", **{"generation.guidance_interval": [0.5, 0.2]})
+    with pytest.raises(ConfigError, match="output.report_videos: must be >= 0"):
+        eval_config(manifest, model_dir, tmp_path / "o5", **{"output.report_videos": -1})
