@@ -59,6 +59,8 @@ def animate_form(cfg: ServeConfig) -> type[BaseModel]:
         num_frames: int | None = Field(None, ge=2, description="frames of the video (default: the model's)")
         num_inference_steps: int = Field(cfg.default_num_inference_steps, ge=1, le=cfg.max_num_inference_steps)
         guidance_scale: float = Field(cfg.default_guidance_scale, ge=0, le=cfg.max_guidance_scale, allow_inf_nan=False)
+        guidance_start: float = Field(cfg.default_guidance_interval[0], ge=0, le=1, description="first guided fraction of the steps")
+        guidance_stop: float = Field(cfg.default_guidance_interval[1], ge=0, le=1, description="guided steps end at this fraction")
         seed: int | None = Field(None, ge=0, le=MAX_SEED, description="random when not given (reported in X-Seed)")
         fps: int = Field(cfg.default_fps, ge=1, le=MAX_FPS)
         format: Literal["mp4", "gif"] = "mp4"
@@ -67,6 +69,8 @@ def animate_form(cfg: ServeConfig) -> type[BaseModel]:
             """The form with the model's bounds checked and defaults filled in."""
             if self.intensity > model["intensity_levels"]:
                 raise ApiError(422, "intensity", f"must be an integer 1..{model['intensity_levels']}, got {self.intensity}")
+            if self.guidance_start > self.guidance_stop:
+                raise ApiError(422, "guidance_start", f"must be <= guidance_stop={self.guidance_stop:g}, got {self.guidance_start:g}")
             if self.num_frames is not None and self.num_frames > model["max_frames"]:
                 raise ApiError(422, "num_frames", f"must be an integer 2..{model['max_frames']}, got {self.num_frames}")
             return self.model_copy(update={
@@ -268,6 +272,8 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
                 "intensity": 5,
                 "num_inference_steps": cfg.default_num_inference_steps,
                 "guidance_scale": cfg.default_guidance_scale,
+                "guidance_start": cfg.default_guidance_interval[0],
+                "guidance_stop": cfg.default_guidance_interval[1],
                 "fps": cfg.default_fps,
                 "format": "mp4",
             },
@@ -298,7 +304,7 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
             raise ApiError(413, "image", f"larger than {cfg.max_image_bytes} bytes")
         pixels = await asyncio.to_thread(decode_image, data, info["resolution"], cfg.max_image_pixels)
         req = AnimateRequest(pixels, form.prompt, form.intensity, form.negative_prompt, form.num_frames,
-                             form.num_inference_steps, form.guidance_scale, form.seed)
+                             form.num_inference_steps, form.guidance_scale, form.seed, (form.guidance_start, form.guidance_stop))
         # 2. the model (batched with other requests), bounded by the queue and the timeout
         try:
             result = await asyncio.wait_for(backend.animate(req), timeout=cfg.request_timeout_s)

@@ -49,6 +49,8 @@ class ServeConfig:
     max_num_inference_steps: int = opt(100, "most denoising steps a request may ask for")
     default_guidance_scale: float = opt(7.5, "classifier-free guidance scale when a request gives none")
     max_guidance_scale: float = opt(30.0, "largest guidance scale a request may ask for")
+    default_guidance_interval: tuple[float, float] = opt(
+        (0.0, 1.0), "(start, stop) fractions of the steps that are guided when a request gives no guidance_start / guidance_stop")
     max_num_frames: int | None = opt(None, "most frames a request may ask for (None: the motion modules' maximum)")
     default_fps: int = opt(8, "frames per second of the video when a request gives none")
     max_prompt_chars: int = opt(500, "longest prompt / negative prompt in characters")
@@ -82,6 +84,9 @@ class ServeConfig:
             1 <= self.default_num_inference_steps <= self.max_num_inference_steps,
             "default_num_inference_steps", f"must be 1..max_num_inference_steps={self.max_num_inference_steps}, got {self.default_num_inference_steps}",
         )
+        start, stop = self.default_guidance_interval
+        check(0.0 <= start <= stop <= 1.0, "default_guidance_interval",
+              f"must be (start, stop) with 0 <= start <= stop <= 1, got {self.default_guidance_interval}")
         check(self.max_guidance_scale >= 0, "max_guidance_scale", f"must be >= 0, got {self.max_guidance_scale}")
         check(
             0 <= self.default_guidance_scale <= self.max_guidance_scale,

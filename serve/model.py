@@ -32,7 +32,7 @@ def animate_batch(pipe, requests: Sequence[AnimateRequest]) -> list[AnimateResul
     for i, req in enumerate(requests):
         groups[req.batch_key()].append(i)
     results: list[AnimateResult | Exception] = [None] * len(requests)  # type: ignore[list-item]
-    for (num_frames, steps, guidance, height, width), index in groups.items():
+    for (num_frames, steps, guidance, interval, height, width), index in groups.items():
         group = [requests[i] for i in index]
         start = time.perf_counter()
         try:
@@ -47,6 +47,7 @@ def animate_batch(pipe, requests: Sequence[AnimateRequest]) -> list[AnimateResul
                 width=width,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
+                guidance_interval=interval,
                 output_type="np",
             )
         except Exception as exc:  # noqa: BLE001 - handed back to the request(s) at fault

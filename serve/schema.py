@@ -20,11 +20,12 @@ class AnimateRequest:
     num_inference_steps: int
     guidance_scale: float
     seed: int
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
 
     def batch_key(self) -> tuple:
         """Requests with equal keys can share one forward (prompts, images, intensities and seeds may differ)."""
         height, width = self.image.shape[:2]
-        return (self.num_frames, self.num_inference_steps, float(self.guidance_scale), height, width)
+        return (self.num_frames, self.num_inference_steps, float(self.guidance_scale), tuple(self.guidance_interval), height, width)
 
 
 @dataclass

@@ -53,6 +53,8 @@ def test_config_checks_fields_loudly():
     assert opts["max_constructor_retry_count"] == 3
     with pytest.raises(ConfigError, match="^max_constructor_retries:"):
         serve_config({"model": "tiny", "max_constructor_retries": 0})
+    with pytest.raises(ConfigError, match="^default_guidance_interval:"):
+        serve_config({"model": "tiny", "default_guidance_interval": [0.5, 0.2]})
 
 
 def test_config_yaml_builds_an_app():
@@ -110,9 +112,12 @@ def test_request_reaches_the_model_checked_and_preprocessed():
 
     r = _post(_client(ok), intensity="9", seed="7", guidance_scale="2", format="gif")
     assert r.status_code == 200 and r.headers["content-type"] == "image/gif" and r.headers["x-seed"] == "7"
-    (req,) = seen
+    r = _post(_client(ok), guidance_stop="0.5")
+    assert r.status_code == 200
+    req, half = seen
     assert req.image.shape == (64, 64, 3) and req.image.dtype == np.uint8  # centre-cropped + resized
     assert (req.intensity, req.seed, req.guidance_scale, req.num_frames, req.negative_prompt) == (9, 7, 2.0, 4, "")
+    assert req.guidance_interval == (0.0, 1.0) and half.guidance_interval == (0.0, 0.5)  # the server's default, then the request's
 
 
 def test_timeout_is_504_and_back_pressure_is_503_with_retry_after():
@@ -233,8 +238,8 @@ def test_animate_batch_groups_requests_that_can_share_a_forward(tiny):
     out = animate_batch(tiny, reqs)
     assert isinstance(out[4], ValueError) and str(out[4]).startswith("prompt:")
     assert [r.batch_size for r in out[:4]] == [1, 1, 1, 1]  # the bad request's group fell back to one by one
-    out = animate_batch(tiny, reqs[:4])
-    assert [r.batch_size for r in out] == [3, 3, 3, 1]
+    out = animate_batch(tiny, reqs[:4] + _requests(1, guidance_interval=(0.0, 0.5)))
+    assert [r.batch_size for r in out] == [3, 3, 3, 1, 1]  # another guidance interval is another forward
     assert [r.frames.shape for r in out[:4]] == [(4, 64, 64, 3)] * 3 + [(6, 64, 64, 3)]
     assert out[0].frames.dtype == np.uint8
     alone = animate_batch(tiny, _requests(1))[0]
