@@ -53,3 +53,14 @@ def real_time_guard():
 
 
 from sample_fixtures import first_run, sample_dir  # noqa: E402,F401  (session fixtures)
+
+
+HEAVY_FIRST = ("test_control_chain.py", "test_train_faults.py", "test_train_job.py", "test_preprocess_job.py", "test_eval_job.py")
+"""Files whose tests take minutes (Ray Train runs, job chains), longest first."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """The heavy files run first: ``make test`` hands whole files to 2 pytest-xdist workers in
+    collection order (``--dist loadfile``), so a long file collected last would run alone at the end."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -58,12 +59,33 @@ def add_broken_rows(root: Path) -> None:
             writer.writerow([vid, f"videos/broken/{vid}.mp4", duration, "broken", caption])
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """A folder ``make(folder)`` fills once per pytest run. Under pytest-xdist (``make test`` runs
+    2 workers) the first worker to ask makes it in the run's shared temp dir, under a file lock,
+    and the others wait and read it; tests only read these folders."""
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    folder = tmp_path_factory.getbasetemp().parent / name
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".made").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sample")
-    generate(root, n=20, size=64, num_frames=24, fps=8, seed=0, include_real=True, progress=False)
-    add_broken_rows(root)
-    return root
+    def make(root: Path) -> None:
+        generate(root, n=20, size=64, num_frames=24, fps=8, seed=0, include_real=True, progress=False)
+        add_broken_rows(root)
+
+    return made_once(tmp_path_factory, "sample", make)
 
 
 def preprocess_config(sample_dir: Path, out: Path, **overrides) -> PreprocessConfig:
@@ -73,7 +95,12 @@ def preprocess_config(sample_dir: Path, out: Path, **overrides) -> PreprocessCon
 
 @pytest.fixture(scope="session")
 def first_run(ray_cluster, sample_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ds") / "out"
-    return out, run(preprocess_config(sample_dir, out))
+    """The preprocessed sample dataset and the job's summary."""
+    def make(folder: Path) -> None:
+        summary = run(preprocess_config(sample_dir, folder / "out"))
+        (folder / "summary.json").write_text(json.dumps(summary))
+
+    folder = made_once(tmp_path_factory, "ds", make)
+    return folder / "out", json.loads((folder / "summary.json").read_text())
 
 
