@@ -45,15 +45,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from common.raylocal import LocalRayHead  # noqa: E402
-import sample_data  # noqa: E402
-from control_results import (  # noqa: E402
+from common.raylocal import LocalRayHead
+import sample_data
+from control_results import (
     ABLATIONS, EXTRA_LEVEL, FRAMES, HELD_OUT, LEVELS, PLAIN_PROMPTS, SHIP_DIR, SIZE, SPEEDS_AT_128, _ci, _f, carried_results,
     render_only, sampling, split_sets, write_results,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -16,19 +16,15 @@ with a small colour offset and adjacent frames that differ as much as frame 0 di
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.metrics import motion_stats, psnr  # noqa: E402
-from model.pipeline import LivePhotoPipeline  # noqa: E402
-import sample_data  # noqa: E402
+from evaluation.metrics import motion_stats, psnr
+from model.pipeline import LivePhotoPipeline
+import sample_data
 
 HELD_OUT = ("chelsea", "coffee")
 # plain image-space wording, one prompt per direction (the direction each asks for)

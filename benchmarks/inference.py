@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from model.build import build_livephoto, build_sd15_architecture  # noqa: E402
-from model.config import ModelConfig, model_preset  # noqa: E402
-from model.pipeline import LivePhotoPipeline  # noqa: E402
+from model.build import build_livephoto, build_sd15_architecture
+from model.config import ModelConfig, model_preset
+from model.pipeline import LivePhotoPipeline
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -26,12 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.config import load
+from pipelines.config import PRESETS, PreprocessConfig
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-from common.config import load  # noqa: E402
-from pipelines.config import PRESETS, PreprocessConfig  # noqa: E402
 
 WEBVID_CLIPS = 10_700_000
 

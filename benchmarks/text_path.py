@@ -23,21 +23,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from evaluation.metrics import motion_stats, psnr  # noqa: E402
-from model import encoders as E  # noqa: E402
-from model.build import build_livephoto  # noqa: E402
-from model.config import BASE_GROUP, TRAINABLE_GROUPS, ModelConfig, model_preset  # noqa: E402
-from model.pipeline import LivePhotoPipeline  # noqa: E402
-import sample_data as sd  # noqa: E402
-from training.objective import diffusion_loss, step_generator, text_path_stats  # noqa: E402
+from evaluation.metrics import motion_stats, psnr
+from model import encoders as E
+from model.build import build_livephoto
+from model.config import BASE_GROUP, TRAINABLE_GROUPS, ModelConfig, model_preset
+from model.pipeline import LivePhotoPipeline
+import sample_data as sd
+from training.objective import diffusion_loss, step_generator, text_path_stats
 
 HELD_OUT = ("chelsea", "coffee")
 SPEEDS = np.geomspace(0.4, 2.0, 10)

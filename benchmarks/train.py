@@ -20,15 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from common.config import load
+from model.config import TRAINABLE_GROUPS
+from training.config import PRESETS, TrainConfig
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from common.config import load  # noqa: E402
-from model.config import TRAINABLE_GROUPS  # noqa: E402
-from training.config import PRESETS, TrainConfig  # noqa: E402
 
 
 def bare_loop(cfg: TrainConfig, steps: int, warmup: int) -> float:
