@@ -3,8 +3,8 @@
 The driver opens the dataset (:func:`open_dataset`: checks ``dataset.json``, splits train /
 validation by a hash of the videoid, so all clips of a video land on the same side) and hands
 Ray Train the two lazy datasets; each worker iterates its shard and :func:`collate` turns a
-numpy batch into tensors. Nothing here runs a model: when the dataset lacks latents, tokens or
-caption embeddings, :class:`~training.loop.Encoders` fills them in on the worker. The array
+numpy batch into tensors. When the dataset lacks latents, tokens or caption embeddings,
+:class:`Encoders` fills them in on the worker with the frozen encoders. The array
 columns are Arrow tensor columns, so a numpy batch already holds each as one ndarray.
 """
 
@@ -19,7 +19,7 @@ import torch
 
 from common.config import ConfigError
 from pipelines.schema import read_dataset_info
-from training.config import DataConfig
+from training.config import DataConfig, TrainConfig
 
 
 class DatasetError(ConfigError):
@@ -129,3 +129,37 @@ def collate(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
                 tensor = tensor.float()
             out[name] = tensor
     return out
+
+
+def iterate_batches(shard, cfg: TrainConfig, epoch: int, rank: int, shuffle: bool):
+    """A Ray Data shard's numpy batches; a shuffled epoch's order comes from ``(data.shuffle_seed, epoch, rank)``."""
+    kwargs: dict[str, Any] = {"batch_size": cfg.train.batch_size, "batch_format": "numpy", "drop_last": shuffle}
+    if shuffle:
+        kwargs.update(local_shuffle_buffer_size=cfg.data.shuffle_buffer, local_shuffle_seed=cfg.data.shuffle_seed + 1009 * epoch + rank)
+    return shard.iter_batches(**kwargs)
+
+
+class Encoders:
+    """Fills in what the dataset did not precompute, with the frozen encoders."""
+
+    def __init__(self, components, image_size: int):
+        self.c, self.image_size = components, image_size
+
+    @torch.no_grad()
+    def complete(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        from einops import rearrange
+
+        from model import encoders as E
+
+        out = dict(batch)
+        if "latents" not in out:
+            frames = out["frames"]  # (b, f, h, w, 3) uint8
+            z = E.encode_latents(self.c.vae, E.frames_to_pixels(rearrange(frames, "b f h w c -> (b f) h w c")))
+            out["latents"] = rearrange(z.float(), "(b f) c h w -> b c f h w", b=frames.shape[0])
+        if "text_embedding" not in out:
+            enc = E.encode_prompts(self.c.tokenizer, self.c.text_encoder, out["caption"])
+            out["text_embedding"], out["attention_mask"] = enc["embeddings"].float(), enc["attention_mask"]
+        if "image_tokens" not in out and self.c.image_encoder is not None:
+            first = out["frames"][:, 0]
+            out["image_tokens"] = E.encode_image_tokens(self.c.image_encoder, E.image_encoder_pixels(first, self.image_size)).float()
+        return {k: (v.to(device) if torch.is_tensor(v) and k != "frames" else v) for k, v in out.items()}

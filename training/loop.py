@@ -16,15 +16,14 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
 from training.checkpoint import EMA, TrainState, check_replicas, load_checkpoint, load_weights, report
 from training.config import TrainConfig
-from training.data import collate
-from training.objective import diffusion_loss, step_generator, text_path_stats
+from training.data import Encoders, collate, iterate_batches
+from training.objective import diffusion_loss, step_generator, text_path_stats, validation_loss
 
 
 @dataclass
@@ -39,39 +38,6 @@ class WorkerArgs:
     resume_from: str | None = None
     sample_references: dict[str, np.ndarray] = field(default_factory=dict)
     """``{"frames": uint8 (n, height, width, 3)}`` or ``{"latents": float32 (n, c, h, w)}`` (training/run.py)."""
-
-
-class Encoders:
-    """Fills in what the dataset did not precompute, with the frozen encoders."""
-
-    def __init__(self, components, image_size: int):
-        self.c, self.image_size = components, image_size
-
-    @torch.no_grad()
-    def complete(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        from einops import rearrange
-
-        from model import encoders as E
-
-        out = dict(batch)
-        if "latents" not in out:
-            frames = out["frames"]  # (b, f, h, w, 3) uint8
-            z = E.encode_latents(self.c.vae, E.frames_to_pixels(rearrange(frames, "b f h w c -> (b f) h w c")))
-            out["latents"] = rearrange(z.float(), "(b f) c h w -> b c f h w", b=frames.shape[0])
-        if "text_embedding" not in out:
-            enc = E.encode_prompts(self.c.tokenizer, self.c.text_encoder, out["caption"])
-            out["text_embedding"], out["attention_mask"] = enc["embeddings"].float(), enc["attention_mask"]
-        if "image_tokens" not in out and self.c.image_encoder is not None:
-            first = out["frames"][:, 0]
-            out["image_tokens"] = E.encode_image_tokens(self.c.image_encoder, E.image_encoder_pixels(first, self.image_size)).float()
-        return {k: (v.to(device) if torch.is_tensor(v) and k != "frames" else v) for k, v in out.items()}
-
-
-def _iterate(shard, cfg: TrainConfig, epoch: int, rank: int, shuffle: bool):
-    kwargs: dict[str, Any] = {"batch_size": cfg.train.batch_size, "batch_format": "numpy", "drop_last": shuffle}
-    if shuffle:
-        kwargs.update(local_shuffle_buffer_size=cfg.data.shuffle_buffer, local_shuffle_seed=cfg.data.shuffle_seed + 1009 * epoch + rank)
-    return shard.iter_batches(**kwargs)
 
 
 def train_loop_per_worker(config: dict[str, WorkerArgs]) -> None:
@@ -145,7 +111,7 @@ def train_loop_per_worker(config: dict[str, WorkerArgs]) -> None:
     # 3. the loop: steps, not epochs; a checkpoint records where in which epoch we are
     accum, micro, window, t_last = cfg.train.grad_accum, 0, [], time.perf_counter()
     while state.step < cfg.train.steps:
-        for i, batch in enumerate(_iterate(shard, cfg, state.epoch, rank, shuffle=True)):
+        for i, batch in enumerate(iterate_batches(shard, cfg, state.epoch, rank, shuffle=True)):
             if i < state.batch_in_epoch:
                 continue  # resuming: skip the batches this epoch already used
             model.train()
@@ -188,7 +154,8 @@ def train_loop_per_worker(config: dict[str, WorkerArgs]) -> None:
                         empty_embedding=empty, empty_mask=empty_mask,
                     ))
             if val_shard is not None and cfg.train.val_every and state.step % cfg.train.val_every == 0 and rank == 0:
-                metrics["val_loss"] = validation_loss(val_shard, cfg, lambda b, g: loss_of(b, g, model))
+                metrics["val_loss"] = validation_loss(iterate_batches(val_shard, cfg, 0, 0, shuffle=False), cfg.train.val_batches,
+                                                      cfg.train.seed, lambda b, g: loss_of(b, g, model))
             if tracker is not None:
                 tracker.log(state, metrics, model, ema)
             save = state.step % cfg.checkpoint.every == 0 or state.step == cfg.train.steps
@@ -206,14 +173,3 @@ def train_loop_per_worker(config: dict[str, WorkerArgs]) -> None:
         replicas = check_replicas(named, rank, world, state.step)
     if tracker is not None:
         tracker.finish(state, model, ema, replicas)
-
-
-@torch.no_grad()
-def validation_loss(val_shard, cfg: TrainConfig, loss_fn) -> float:
-    """Mean loss over the first ``val_batches`` validation batches, with fixed noise (comparable over time)."""
-    losses = []
-    for j, batch in enumerate(_iterate(val_shard, cfg, 0, 0, shuffle=False)):
-        if j >= cfg.train.val_batches:
-            break
-        losses.append(loss_fn(batch, step_generator(cfg.train.seed, -1, 0, j)).item())
-    return float(np.mean(losses)) if losses else float("nan")

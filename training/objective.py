@@ -117,3 +117,14 @@ def text_path_stats(
         real = torch.ones_like(cond.token_weights, dtype=torch.bool) if mask is None else mask.to(device) > 0
         stats["text_token_weight"] = float(cond.token_weights[real].mean())
     return stats
+
+
+@torch.no_grad()
+def validation_loss(batches, count: int, seed: int, loss_fn) -> float:
+    """Mean ``loss_fn(batch, generator)`` over the first ``count`` batches, with fixed noise (comparable over time)."""
+    losses = []
+    for j, batch in enumerate(batches):
+        if j >= count:
+            break
+        losses.append(loss_fn(batch, step_generator(seed, -1, 0, j)).item())
+    return sum(losses) / len(losses) if losses else float("nan")
