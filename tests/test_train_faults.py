@@ -14,6 +14,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
+from train_watch import logged_step, registered_steps
 from training.run import find_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,18 +36,6 @@ def _descendants_named(pid: int, needle: str) -> list[psutil.Process]:
     return found
 
 
-def _logged_steps(out: Path) -> int:
-    """Highest step with a loss in the run's MLflow store (0 if none yet)."""
-    import sqlite3
-
-    try:
-        with sqlite3.connect(f"file:{out}/mlflow.db?mode=ro", uri=True, timeout=1) as db:
-            row = db.execute("select max(step) from metrics where key = 'loss'").fetchone()
-    except sqlite3.Error:
-        return 0
-    return int(row[0] or 0)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(500)
 def test_killed_worker_restarts_from_the_last_checkpoint(first_run, tmp_path):
@@ -60,8 +49,8 @@ def test_killed_worker_restarts_from_the_last_checkpoint(first_run, tmp_path):
     killed = None
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and killed is None:
-        # kill once the step-4 checkpoint is registered (the worker has gone on past it)
-        if list(out.glob("checkpoints/*/checkpoint_step_00000004")) and _logged_steps(out) >= 6:
+        # kill once Ray has registered the step-4 checkpoint and the worker has gone on past it
+        if 4 in registered_steps(out) and logged_step(out) >= 6:
             workers = _descendants_named(proc.pid, "RayTrainWorker")
             if workers:
                 killed = workers[0].pid
@@ -94,15 +83,15 @@ def run_two_node(data: Path, out: Path, *mode: str, timeout: int) -> tuple[str, 
 @pytest.mark.timeout(700)
 def test_a_lost_node_resumes_from_the_last_checkpoint(first_run, tmp_path):
     """DDP over gloo with one worker on each node of a 2-node cluster (ray.cluster_utils.Cluster, in a
-    subprocess); the worker node is removed after step 3 (the step-2 checkpoint exists). The run goes
+    subprocess); the worker node is removed after step 3, once Ray has registered the step-2 checkpoint. The run goes
     on with the head's worker alone, from that checkpoint, and ends at step 8."""
     data, _ = first_run
     out, summary = run_two_node(data, tmp_path / "run", "lose-node", timeout=640)
     removed = [int(line.split()[1]) for line in out.splitlines() if line.startswith("REMOVED ")]
-    assert removed and removed[0] >= 3, out[-4000:]
+    assert removed and 3 <= removed[0] < 8, out[-4000:]  # struck mid-run
     assert summary["step"] == 8
     restarts = history(summary, "restarts")
-    assert restarts[8] >= 1  # resumed at least once
+    assert restarts[8] >= 1, out[-4000:]  # resumed at least once, from a checkpoint
     client = MlflowClient(tracking_uri=summary["tracking_uri"])
     losses = client.get_metric_history(summary["run_id"], "loss")
     assert sorted({m.step for m in losses}) == list(range(1, 9))  # every step logged, none skipped

@@ -5,7 +5,7 @@
 
 lose-node: two 2-CPU workers on two 3-CPU nodes (so one worker a node, and a CPU left for Ray
 Data's tasks), DDP over gloo, ``scaling.min_workers 1``, 8 steps, a checkpoint every 2. The
-worker node is removed once the step-2 checkpoint exists and step 3 is logged; the run goes on
+worker node is removed once Ray has registered the step-2 checkpoint and step 3 is logged; the run goes on
 with the head's worker alone (docs/RELIABILITY.md).
 
 Prints the run summary as JSON on a line starting with SUMMARY (and, with lose-node, the step
@@ -14,7 +14,6 @@ logged when the node was removed on a line starting with REMOVED).
 
 import json
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -28,24 +27,17 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from common.config import load  # noqa: E402
 from training.config import PRESETS, TrainConfig  # noqa: E402
 from training.run import run  # noqa: E402
+from train_watch import logged_step, registered_steps  # noqa: E402  (tests/, this script's folder)
 
 data_dir, out_dir = sys.argv[1], Path(sys.argv[2])
 lose_node = sys.argv[3:] == ["lose-node"]
 
 
-def logged_step() -> int:
-    try:
-        with sqlite3.connect(f"file:{out_dir}/mlflow.db?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("select max(step) from metrics where key = 'loss'").fetchone()[0] or 0)
-    except (sqlite3.Error, TypeError):
-        return 0
-
-
 def remove_when_running(cluster: Cluster, node) -> None:
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
-        if list(out_dir.glob("checkpoints/*/checkpoint_step_00000002")) and logged_step() >= 3:
-            step = logged_step()
+        if 2 in registered_steps(out_dir) and logged_step(out_dir) >= 3:
+            step = logged_step(out_dir)
             cluster.remove_node(node)
             print(f"REMOVED {step}", flush=True)
             return
