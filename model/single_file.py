@@ -175,12 +175,12 @@ def motion_adapter_config(checkpoint: dict[str, Any], norm_num_groups: int, head
 
 def load_motion_adapter_file(path: str, norm_num_groups: int, local_files_only: bool = False):
     """An AnimateDiff motion module file as a diffusers ``MotionAdapter`` (``from_single_file``
-    with the config read off the file, written next to nothing but a temporary folder)."""
+    with the config read off the file, written to a temporary folder, removed after)."""
     from diffusers import MotionAdapter
     from diffusers.loaders.single_file_utils import load_single_file_checkpoint
 
     checkpoint = load_single_file_checkpoint(path, local_files_only=local_files_only)
     config = motion_adapter_config(checkpoint, norm_num_groups)
-    folder = Path(tempfile.mkdtemp(prefix="livephoto-motion-adapter-config-"))
-    _write(folder / "config.json", {"_class_name": "MotionAdapter", **config})
-    return MotionAdapter.from_single_file(checkpoint, config=str(folder), local_files_only=True)  # read once
+    with tempfile.TemporaryDirectory(prefix="livephoto-motion-adapter-config-") as folder:
+        _write(Path(folder) / "config.json", {"_class_name": "MotionAdapter", **config})
+        return MotionAdapter.from_single_file(checkpoint, config=folder, local_files_only=True)  # read once
