@@ -95,13 +95,15 @@ def test_a_subset_of_ablations_keeps_the_other_entries(tmp_path):
 
     docs, out = tmp_path / "docs", tmp_path / "out"
     docs.mkdir()
-    shutil.copy(REPO / "docs" / "results.json", docs / "results.json")  # the committed run: main + three ablations
+    shutil.copy(REPO / "docs" / "results.json", docs / "results.json")  # the committed run
     for name in ("main", "no_reweighting", "no_intensity", "no_content"):
         (out / "eval" / name).mkdir(parents=True)
         (out / "eval" / name / "summary.json").write_text("{}")
     args = controllability.parse_args(["--ablations", "no_content", "--out", str(out), "--results", str(docs)])
     committed = json.loads((docs / "results.json").read_text())  # made with today's set-up (the sampler may have changed since)
     committed["setup"] = {**control_results.setup_of(args), "eval_videos_per_model": committed["setup"]["eval_videos_per_model"]}
+    for name in control_results.ABLATIONS:  # main + all three ablations, whichever the committed run has reached
+        committed["models"].setdefault(name, {**committed["models"]["main"]})
     (docs / "results.json").write_text(json.dumps(committed))
     carried = controllability.carried_results(args, docs, out)
     assert set(carried["models"]) == {"no_reweighting", "no_intensity"}  # main and no_content run here: re-read from --out
