@@ -69,10 +69,10 @@ def test_killed_worker_restarts_from_the_last_checkpoint(first_run, tmp_path):
     assert [p.name for p in find_checkpoints(str(out))][-1] == "checkpoint_step_00000012"
 
 
-def run_two_node(data: Path, out: Path, *mode: str, timeout: int) -> tuple[str, dict]:
+def run_two_node(data: Path, out: Path, timeout: int) -> tuple[str, dict]:
     """Run tests/two_node_train.py in a subprocess (its own 2-node Cluster); return its stdout and summary."""
     script = REPO / "tests" / "two_node_train.py"
-    proc = subprocess.run([sys.executable, str(script), str(data), str(out), *mode], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, str(script), str(data), str(out)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("SUMMARY ")]
     assert len(lines) == 1, proc.stdout[-4000:]
@@ -86,7 +86,7 @@ def test_a_lost_node_resumes_from_the_last_checkpoint(first_run, tmp_path):
     subprocess); the worker node is removed after step 3, once Ray has registered the step-2 checkpoint. The run goes
     on with the head's worker alone, from that checkpoint, and ends at step 8."""
     data, _ = first_run
-    out, summary = run_two_node(data, tmp_path / "run", "lose-node", timeout=640)
+    out, summary = run_two_node(data, tmp_path / "run", timeout=640)
     removed = [int(line.split()[1]) for line in out.splitlines() if line.startswith("REMOVED ")]
     assert removed and 3 <= removed[0] < 8, out[-4000:]  # struck mid-run
     assert summary["step"] == 8

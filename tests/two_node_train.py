@@ -1,15 +1,15 @@
-"""Helper for test_train_job: train on a 2-node cluster simulated with ray.cluster_utils.Cluster.
+"""Helper for test_train_faults: train on a 2-node cluster simulated with ray.cluster_utils.Cluster
+and lose the worker node mid-run.
 
-    python tests/two_node_train.py DATA_DIR OUT_DIR               one worker per node, 4 steps
-    python tests/two_node_train.py DATA_DIR OUT_DIR lose-node     elastic, loses the worker node mid-run
+    python tests/two_node_train.py DATA_DIR OUT_DIR
 
-lose-node: two 2-CPU workers on two 3-CPU nodes (so one worker a node, and a CPU left for Ray
-Data's tasks), DDP over gloo, ``scaling.min_workers 1``, 8 steps, a checkpoint every 2. The
-worker node is removed once Ray has registered the step-2 checkpoint and step 3 is logged; the run goes on
-with the head's worker alone (docs/RELIABILITY.md).
+Two 2-CPU workers on two 3-CPU nodes (so one worker a node, and a CPU left for Ray Data's tasks),
+DDP over gloo, elastic (``scaling.min_workers 1``), 8 steps, a checkpoint every 2. The worker node
+is removed once Ray has registered the step-2 checkpoint and step 3 is logged; the run goes on with
+the head's worker alone (docs/RELIABILITY.md).
 
-Prints the run summary as JSON on a line starting with SUMMARY (and, with lose-node, the step
-logged when the node was removed on a line starting with REMOVED).
+Prints the step logged when the node was removed on a line starting with REMOVED, and the run
+summary as JSON on a line starting with SUMMARY.
 """
 
 import json
@@ -19,18 +19,15 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ray
+from ray.cluster_utils import Cluster
 
-import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
-
-from common.config import load  # noqa: E402
-from training.config import PRESETS, TrainConfig  # noqa: E402
-from training.run import run  # noqa: E402
-from train_watch import logged_step, registered_steps  # noqa: E402  (tests/, this script's folder)
+from common.config import load
+from train_watch import logged_step, registered_steps  # tests/: this script's folder
+from training.config import PRESETS, TrainConfig
+from training.run import run
 
 data_dir, out_dir = sys.argv[1], Path(sys.argv[2])
-lose_node = sys.argv[3:] == ["lose-node"]
 
 
 def remove_when_running(cluster: Cluster, node) -> None:
@@ -45,26 +42,22 @@ def remove_when_running(cluster: Cluster, node) -> None:
 
 
 overrides = {
-    "data.dir": data_dir, "output.dir": str(out_dir), "train.steps": 4, "train.batch_size": 2,
+    "data.dir": data_dir, "output.dir": str(out_dir), "train.steps": 8, "train.batch_size": 2,
     "train.val_every": 0, "train.log_every": 1, "samples.every": 0, "checkpoint.every": 2,
-    "scaling.num_workers": 2, "scaling.placement_strategy": "STRICT_SPREAD",
+    "scaling.num_workers": 2, "scaling.min_workers": 1, "scaling.cpus_per_worker": 2,
+    "scaling.placement_strategy": "SPREAD", "scaling.max_failures": 2,
 }
-cpus = 2
-if lose_node:
-    # How long Ray Train waits for a worker group that cannot start (default 60 s): right after the
-    # loss its view of the cluster may still count the removed node; the next try then fits.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
-    cpus = 3
-    overrides.update({"train.steps": 8, "scaling.min_workers": 1, "scaling.cpus_per_worker": 2,
-                      "scaling.placement_strategy": "SPREAD", "scaling.max_failures": 2})
+# How long Ray Train waits for a worker group that cannot start (default 60 s): right after the
+# loss its view of the cluster may still count the removed node; the next try then fits.
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
+cpus = 3
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus})
 worker_node = cluster.add_node(num_cpus=cpus)
 cluster.wait_for_nodes()
 try:
     ray.init(address=cluster.address, log_to_driver=False)
     cfg = load(TrainConfig, presets=PRESETS, preset="tiny", overrides=overrides)
-    if lose_node:
-        threading.Thread(target=remove_when_running, args=(cluster, worker_node), daemon=True).start()
+    threading.Thread(target=remove_when_running, args=(cluster, worker_node), daemon=True).start()
     summary = run(cfg)
     print("SUMMARY " + json.dumps(summary, default=str), flush=True)  # Ray may print more lines at shutdown
 finally:
