@@ -281,6 +281,10 @@ def ship(final_model: Path, results_dir: Path) -> None:
     pipe.unet.to(torch.float16)  # the network's weights in fp16 (from_pretrained loads them as float32), the encoders as they are
     pipe.livephoto_adapter.to(torch.float16)
     pipe.save_pretrained(SHIP_DIR)
+    for config in SHIP_DIR.rglob("*config.json"):  # diffusers records where a component was loaded from: a path on this machine
+        entries = json.loads(config.read_text())
+        if entries.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     results = json.loads((results_dir / "results.json").read_text())
     (SHIP_DIR / "README.md").write_text(model_card(results))
     size = sum(f.stat().st_size for f in SHIP_DIR.rglob("*") if f.is_file()) / 2**20
