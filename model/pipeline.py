@@ -29,14 +29,12 @@ from model.config import ModelConfig, upgrade_saved_config
 from model.encoders import frozen
 from model.image import center_crop_resize, to_rgb
 from model.network import LivePhotoModel
+from model.pipeline_inputs import check_embeddings, check_inputs, gather_requests
 from model.saving import COMPONENTS, SaveLoadMixin
 from model.single_file import read_once
 from model.sources import require_sources
 
-OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 DECODE_CHUNK = 16  # frames per VAE decode call
-CALLBACK_TENSORS = ("latents", "noise_pred")
-"""What ``callback_on_step_end`` may ask for (``callback_on_step_end_tensor_inputs``) and return."""
 
 
 @dataclass
@@ -48,23 +46,6 @@ class LivePhotoPipelineOutput(BaseOutput):
 
     frames: Any
     token_weights: torch.Tensor | None = None
-
-
-def _as_list(value, name: str) -> list:
-    if isinstance(value, (list, tuple)):
-        if len(value) == 0:
-            raise ValueError(f"{name}: is an empty list")
-        return list(value)
-    return [value]
-
-
-def _broadcast(values: dict[str, list]) -> int:
-    """The batch size: every list has length 1 or the same length N."""
-    lengths = {name: len(v) for name, v in values.items() if len(v) != 1}
-    if len(set(lengths.values())) > 1:
-        detail = ", ".join(f"{k}={n}" for k, n in lengths.items())
-        raise ValueError(f"{next(iter(lengths))}: batch sizes differ ({detail})")
-    return max(lengths.values(), default=1)
 
 
 class LivePhotoPipeline(SaveLoadMixin, DiffusionPipeline):
@@ -181,34 +162,6 @@ class LivePhotoPipeline(SaveLoadMixin, DiffusionPipeline):
 
     # ------------------------------------------------------------------ steps
 
-    def check_inputs(self, prompts, intensities, num_frames, height, width, num_inference_steps, guidance_scale, output_type,
-                     guidance_rescale: float = 0.0, guidance_interval: tuple[float, float] = (0.0, 1.0)) -> None:
-        """Raise a short ValueError naming the first bad field."""
-        levels = self.cfg.intensity_levels
-        for prompt in prompts:
-            if prompt is None:  # prompt_embeds given instead
-                continue
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise ValueError(f"prompt: must be a non-empty string, got {prompt!r}")
-        for level in intensities:
-            if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 1 <= level <= levels:
-                raise ValueError(f"intensity: must be an integer 1..{levels}, got {level!r}")
-        if not isinstance(num_frames, int) or not 1 <= num_frames <= self.model.max_frames:
-            raise ValueError(f"num_frames: must be 1..{self.model.max_frames} (the motion modules' maximum), got {num_frames}")
-        for name, size in (("height", height), ("width", width)):
-            if not isinstance(size, int) or size <= 0 or size % 8:
-                raise ValueError(f"{name}: must be a positive multiple of 8, got {size}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps: must be >= 1, got {num_inference_steps}")
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale: must be >= 0, got {guidance_scale}")
-        if not 0.0 <= guidance_rescale <= 1.0:
-            raise ValueError(f"guidance_rescale: must be 0..1, got {guidance_rescale}")
-        if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
-            raise ValueError(f"guidance_interval: must be (start, stop) with 0 <= start <= stop <= 1, got {guidance_interval!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type: got {output_type!r}, allowed: {', '.join(OUTPUT_TYPES)}")
-
     @staticmethod
     def preprocess_image(image, height: int, width: int) -> np.ndarray:
         """PIL image / uint8 array -> uint8 (height, width, 3): RGB (alpha over white), centre crop, resize."""
@@ -221,22 +174,6 @@ class LivePhotoPipeline(SaveLoadMixin, DiffusionPipeline):
         """CLIP embeddings (batch, 77, dim) in the model dtype and token mask (batch, 77)."""
         out = encoders.encode_prompts(self.tokenizer, self.text_encoder, prompts)
         return out["embeddings"].to(self.device, self.dtype), out["attention_mask"].to(self.device)
-
-    def given_embeddings(self, name: str, embeds: torch.Tensor, mask: torch.Tensor | None, batch: int):
-        """``prompt_embeds`` (batch or 1, tokens, dim) and its mask (default: every token counts),
-        checked against what the network attends to; returns them on the model's device and dtype."""
-        tokens, dim = self.cfg.text_max_length, self.model.unet.config.cross_attention_dim
-        if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or tuple(embeds.shape[1:]) != (tokens, dim):
-            shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
-            raise ValueError(f"{name}: must be a tensor (batch, {tokens}, {dim}) as encode_prompt returns, got {shape}")
-        if embeds.shape[0] not in (1, batch):
-            raise ValueError(f"{name}: batch {embeds.shape[0]} does not match the other inputs' {batch}")
-        if mask is None:
-            mask = torch.ones(embeds.shape[:2], dtype=torch.long)
-        if tuple(mask.shape) != tuple(embeds.shape[:2]):
-            raise ValueError(f"{name.replace('embeds', 'attention_mask')}: must be (batch, {tokens}), got {tuple(mask.shape)}")
-        expand = (batch // embeds.shape[0], 1, 1)
-        return embeds.repeat(*expand).to(self.device, self.dtype), mask.repeat(*expand[:2]).to(self.device)
 
     @torch.no_grad()
     def encode_reference(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -346,50 +283,24 @@ class LivePhotoPipeline(SaveLoadMixin, DiffusionPipeline):
         width = cfg.resolution if width is None else width
 
         # 1. normalise the batch and check inputs
-        if seed is not None and generator is not None:
-            raise ValueError("seed: give seed or generator, not both")
-        if (prompt is None) == (prompt_embeds is None):
-            raise ValueError("prompt: give prompt or prompt_embeds, exactly one")
-        if negative_prompt is not None and negative_prompt_embeds is not None:
-            raise ValueError("negative_prompt: give negative_prompt or negative_prompt_embeds, not both")
-        if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
-            raise ValueError(f"num_videos_per_prompt: must be an integer >= 1, got {num_videos_per_prompt!r}")
-        unknown = [name for name in callback_on_step_end_tensor_inputs if name not in CALLBACK_TENSORS]
-        if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs: unknown {unknown}; allowed: {', '.join(CALLBACK_TENSORS)}")
-        lists = {
-            "image": _as_list(image, "image"),
-            "prompt": _as_list(prompt, "prompt"),
-            "intensity": _as_list(intensity, "intensity"),
-            "negative_prompt": _as_list(negative_prompt if negative_prompt is not None else "", "negative_prompt"),
-            "seed": _as_list(seed, "seed"),
-            "generator": _as_list(generator, "generator"),
-        }
-        if isinstance(prompt_embeds, torch.Tensor) and prompt_embeds.dim() == 3 and prompt_embeds.shape[0] > 1:
-            lists["prompt"] = [None] * prompt_embeds.shape[0]  # the embeddings' batch counts like a list of prompts
-        requests = _broadcast(lists)
-        lists = {k: v * requests if len(v) == 1 else v for k, v in lists.items()}
-        self.check_inputs(lists["prompt"], lists["intensity"], num_frames, height, width, num_inference_steps, guidance_scale, output_type,
-                          guidance_rescale, guidance_interval)
-        n = num_videos_per_prompt
-        if seed is not None:
-            generators = [torch.Generator().manual_seed(int(s) + j) for s in lists["seed"] for j in range(n)]
-        else:
-            generators = [g for g in lists["generator"] for _ in range(n)]
-        lists = {k: [x for x in v for _ in range(n)] for k, v in lists.items()}
-        batch = requests * n
+        req = gather_requests(image, prompt, intensity, negative_prompt, seed, generator, num_videos_per_prompt,
+                              prompt_embeds, negative_prompt_embeds, callback_on_step_end_tensor_inputs)
+        check_inputs(req.prompts, req.intensities, num_frames, height, width, num_inference_steps, guidance_scale, output_type,
+                     guidance_rescale, guidance_interval, levels=cfg.intensity_levels, max_frames=self.model.max_frames)
+        generators, batch = req.generators, req.batch
         do_cfg = guidance_scale > 1.0
         device, dtype = self.device, self.dtype
+        tokens, dim = cfg.text_max_length, self.model.unet.config.cross_attention_dim
 
         # 2. preprocess the images and encode the conditions
-        images = np.stack([self.preprocess_image(im, height, width) for im in lists["image"]])
+        images = np.stack([self.preprocess_image(im, height, width) for im in req.images])
         reference, image_tokens = self.encode_reference(images)
         if prompt_embeds is not None:
-            text, mask = self.given_embeddings("prompt_embeds", prompt_embeds, prompt_attention_mask, requests)
-            text, mask = text.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+            text, mask = check_embeddings("prompt_embeds", prompt_embeds, prompt_attention_mask, req.requests, req.copies, tokens, dim)
+            text, mask = text.to(device, dtype), mask.to(device)
         else:
-            text, mask = self.encode_prompt(lists["prompt"])
-        levels = torch.tensor([int(x) for x in lists["intensity"]], device=device)
+            text, mask = self.encode_prompt(req.prompts)
+        levels = torch.tensor([int(x) for x in req.intensities], device=device)
         conditions = dict(encoder_hidden_states=text, intensity=levels, image_tokens=image_tokens, attention_mask=mask)
         token_weights = self.model.token_weights(text, mask)
 
@@ -412,11 +323,11 @@ class LivePhotoPipeline(SaveLoadMixin, DiffusionPipeline):
         cond_only = dict(conditions, reference_latents=reference)
         if do_cfg:
             if negative_prompt_embeds is not None:
-                neg_text, neg_mask = self.given_embeddings(
-                    "negative_prompt_embeds", negative_prompt_embeds, negative_prompt_attention_mask, requests)
-                neg_text, neg_mask = neg_text.repeat_interleave(n, 0), neg_mask.repeat_interleave(n, 0)
+                neg_text, neg_mask = check_embeddings("negative_prompt_embeds", negative_prompt_embeds, negative_prompt_attention_mask,
+                                                      req.requests, req.copies, tokens, dim)
+                neg_text, neg_mask = neg_text.to(device, dtype), neg_mask.to(device)
             else:
-                neg_text, neg_mask = self.encode_prompt(lists["negative_prompt"])
+                neg_text, neg_mask = self.encode_prompt(req.negative_prompts)
             both = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
             branch = dict(
                 encoder_hidden_states=torch.cat([neg_text, text]), attention_mask=torch.cat([neg_mask, mask]),
