@@ -9,7 +9,10 @@ Saved and loaded like AnimateDiff's ``MotionAdapter`` (``save_pretrained`` write
 * ``content_proj``: DINOv2 patch tokens (``image_dim``) -> the UNet's cross-attention width, and
   ``content_attn``: for each spatial cross-attention (``cross_attentions``, in order) the extra
   key/value/output projections of its image branch (:class:`ImageCrossAttention`);
-* ``reweight``: the text re-weighting module (:class:`~model.network.TextReweighting`).
+* ``reweight``: the text re-weighting module (:class:`TextReweighting`).
+
+It also holds the attention processors that run the new parts inside the UNet's spatial
+attentions (:class:`TextAttnProcessor`, :class:`ContentAttnProcessor`).
 
 :class:`~model.network.LivePhotoModel` installs these modules into a ``UNetMotionModel`` (they
 are shared, not copied), so training updates the adapter and ``save_pretrained`` writes the new
@@ -26,9 +29,11 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention_processor import Attention
 from diffusers.models.modeling_utils import ModelMixin
+from einops import rearrange
 from torch import nn
 
 from model.config import ModelConfig
+from model.encoders import TOKENIZER_MAX_LENGTH
 
 
 def input_channels(cfg: ModelConfig, latent_channels: int = 4) -> int:
@@ -173,3 +178,99 @@ class LivePhotoAdapter(ModelMixin, ConfigMixin):
                 branch.to_v_ip.load_state_dict(attn.to_v.state_dict())
                 branch.out_ip.weight.zero_()
         return adapter
+
+
+# --------------------------------------------------------------------------- attention processors
+
+
+class TextAttnProcessor(nn.Module):
+    """SDPA attention of a spatial block with the caption's padding masked out of the keys.
+
+    Installed as the processor of every spatial attention of the UNet (``attn1`` and
+    ``attn2``; not the motion modules). The token mask travels as
+    ``cross_attention_kwargs={"text_mask": (batch*frames, tokens) bool}``, which diffusers hands
+    to both attentions of a transformer block: self-attention (``attn1``) ignores it,
+    cross-attention (``attn2``) masks its text keys with it. With ``text_mask=None`` this is
+    diffusers' ``AttnProcessor2_0``.
+    """
+
+    def __init__(self, text_tokens: int = TOKENIZER_MAX_LENGTH):
+        super().__init__()
+        self.text_tokens = text_tokens
+
+    @staticmethod
+    def _attend(attn: Attention, query, key, value, mask=None) -> torch.Tensor:
+        q, k, v = (rearrange(x, "b n (h d) -> b h n d", h=attn.heads) for x in (query, key, value))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
+        return rearrange(out, "b h n d -> b n (h d)").to(query.dtype)
+
+    def image_branch(self, attn: Attention, query: torch.Tensor, image: torch.Tensor) -> torch.Tensor | None:
+        """Extra attention over image tokens (the content encoder); none here."""
+        return None
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """``hidden_states`` (batch*frames, pixels, channels) -> same layout.
+
+        ``encoder_hidden_states`` (batch*frames, text_tokens [+ image tokens], dim) for
+        cross-attention, None for self-attention.
+        """
+        if attn.spatial_norm is not None or attn.group_norm is not None or attn.residual_connection:
+            raise ValueError("TextAttnProcessor: supports plain SD attention blocks only")
+        cross = encoder_hidden_states is not None
+        if cross:
+            text, image = encoder_hidden_states[:, : self.text_tokens], encoder_hidden_states[:, self.text_tokens :]
+        else:
+            text, image = hidden_states, hidden_states[:, :0]
+        mask = None
+        if attention_mask is not None:
+            batch = hidden_states.shape[0]
+            mask = attn.prepare_attention_mask(attention_mask, text.shape[1], batch)
+            mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
+        elif cross and text_mask is not None:
+            if text_mask.shape != text.shape[:2]:
+                raise ValueError(f"text_mask: expected shape {tuple(text.shape[:2])}, got {tuple(text_mask.shape)}")
+            mask = rearrange(text_mask.to(torch.bool), "b n -> b 1 1 n")
+        if cross and attn.norm_cross:
+            text = attn.norm_encoder_hidden_states(text)
+        query = attn.to_q(hidden_states)
+        out = self._attend(attn, query, attn.to_k(text), attn.to_v(text), mask)
+        if cross and image.shape[1] > 0:
+            extra = self.image_branch(attn, query, image)
+            if extra is None:
+                raise ValueError("encoder_hidden_states: image tokens given but the content encoder is off")
+            out = out + extra
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out / attn.rescale_output_factor
+
+
+class ContentAttnProcessor(TextAttnProcessor):
+    """:class:`TextAttnProcessor` plus a second, gated cross-attention over image tokens.
+
+    Installed as the processor of every spatial ``attn2`` of the UNet (IP-Adapter style
+    decoupled cross-attention). ``encoder_hidden_states`` arrives as
+    (batch*frames, text_tokens + image_tokens, dim): the first ``text_tokens`` rows are the
+    (re-weighted) text tokens, the rest the projected DINOv2 tokens. Output::
+
+        to_out(attn(q, k(text), v(text), text_mask) + out_ip(attn(q, k_ip(image), v_ip(image))))
+
+    The projections belong to the :class:`~model.adapter.LivePhotoAdapter` (``content_attn``):
+    ``to_k_ip`` / ``to_v_ip`` start as copies of the frozen ``to_k`` / ``to_v``, ``out_ip`` at
+    zero, so the processor equals :class:`TextAttnProcessor` at initialisation.
+    """
+
+    def __init__(self, branch: ImageCrossAttention, text_tokens: int = TOKENIZER_MAX_LENGTH):
+        super().__init__(text_tokens)
+        # the adapter's modules themselves (shared, not copied): training the network trains the adapter
+        self.to_k_ip, self.to_v_ip, self.out_ip = branch.to_k_ip, branch.to_v_ip, branch.out_ip
+
+    def image_branch(self, attn: Attention, query: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.out_ip(self._attend(attn, query, self.to_k_ip(image), self.to_v_ip(image)))

@@ -6,7 +6,7 @@ modules); the additions, one :class:`~model.adapter.LivePhotoAdapter`, are insta
 * ``conv_in`` widened from 4 to 10 input channels per frame (new channels zero-initialised):
   noised latent (4) | reference latent (4) | frame-embedding map (1) | intensity map (1).
 * Content encoder: frozen DINOv2 patch tokens -> trainable ``content_proj`` linear -> a second,
-  decoupled cross-attention inside every spatial ``attn2`` (:class:`ContentAttnProcessor`),
+  decoupled cross-attention inside every spatial ``attn2`` (:class:`~model.adapter.ContentAttnProcessor`),
   whose output projection starts at zero.
 * Text re-weighting (:class:`~model.adapter.TextReweighting`): CLIP token embeddings -> transformer encoder
   layers -> linear -> sigmoid, one weight in (0, 1) per token, multiplied onto the embedding.
@@ -21,17 +21,15 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention
 from diffusers.utils import BaseOutput
-from einops import rearrange, repeat
+from einops import repeat
 from torch import nn
 
 from model.adapter import (
-    ImageCrossAttention, LivePhotoAdapter, input_channels, spatial_attentions, spatial_cross_attentions,
+    ContentAttnProcessor, LivePhotoAdapter, TextAttnProcessor, input_channels, spatial_attentions, spatial_cross_attentions,
 )
 from model.config import BASE_GROUP, TRAINABLE_GROUPS, ModelConfig
-from model.encoders import TOKENIZER_MAX_LENGTH, SEED_OFFSETS, seeded
+from model.encoders import SEED_OFFSETS, seeded
 
 
 def frame_embedding(num_frames: int, batch: int, height: int, width: int, *, device=None, dtype=None) -> torch.Tensor:
@@ -44,102 +42,6 @@ def intensity_map(intensity: torch.Tensor, levels: int, num_frames: int, height:
     """Constant map (batch, 1, frames, height, width) holding ``intensity / levels``: level 1..10 -> 0.1..1.0."""
     scaled = intensity.to(dtype=torch.float32) / levels
     return repeat(scaled.to(dtype), "b -> b 1 f h w", f=num_frames, h=height, w=width)
-
-
-# --------------------------------------------------------------------------- content encoder
-
-
-class TextAttnProcessor(nn.Module):
-    """SDPA attention of a spatial block with the caption's padding masked out of the keys.
-
-    Installed as the processor of every spatial attention of the UNet (``attn1`` and
-    ``attn2``; not the motion modules). The token mask travels as
-    ``cross_attention_kwargs={"text_mask": (batch*frames, tokens) bool}``, which diffusers hands
-    to both attentions of a transformer block: self-attention (``attn1``) ignores it,
-    cross-attention (``attn2``) masks its text keys with it. With ``text_mask=None`` this is
-    diffusers' ``AttnProcessor2_0``.
-    """
-
-    def __init__(self, text_tokens: int = TOKENIZER_MAX_LENGTH):
-        super().__init__()
-        self.text_tokens = text_tokens
-
-    @staticmethod
-    def _attend(attn: Attention, query, key, value, mask=None) -> torch.Tensor:
-        q, k, v = (rearrange(x, "b n (h d) -> b h n d", h=attn.heads) for x in (query, key, value))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
-        return rearrange(out, "b h n d -> b n (h d)").to(query.dtype)
-
-    def image_branch(self, attn: Attention, query: torch.Tensor, image: torch.Tensor) -> torch.Tensor | None:
-        """Extra attention over image tokens (the content encoder); none here."""
-        return None
-
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        text_mask: torch.Tensor | None = None,
-        **kwargs,
-    ) -> torch.Tensor:
-        """``hidden_states`` (batch*frames, pixels, channels) -> same layout.
-
-        ``encoder_hidden_states`` (batch*frames, text_tokens [+ image tokens], dim) for
-        cross-attention, None for self-attention.
-        """
-        if attn.spatial_norm is not None or attn.group_norm is not None or attn.residual_connection:
-            raise ValueError("TextAttnProcessor: supports plain SD attention blocks only")
-        cross = encoder_hidden_states is not None
-        if cross:
-            text, image = encoder_hidden_states[:, : self.text_tokens], encoder_hidden_states[:, self.text_tokens :]
-        else:
-            text, image = hidden_states, hidden_states[:, :0]
-        mask = None
-        if attention_mask is not None:
-            batch = hidden_states.shape[0]
-            mask = attn.prepare_attention_mask(attention_mask, text.shape[1], batch)
-            mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
-        elif cross and text_mask is not None:
-            if text_mask.shape != text.shape[:2]:
-                raise ValueError(f"text_mask: expected shape {tuple(text.shape[:2])}, got {tuple(text_mask.shape)}")
-            mask = rearrange(text_mask.to(torch.bool), "b n -> b 1 1 n")
-        if cross and attn.norm_cross:
-            text = attn.norm_encoder_hidden_states(text)
-        query = attn.to_q(hidden_states)
-        out = self._attend(attn, query, attn.to_k(text), attn.to_v(text), mask)
-        if cross and image.shape[1] > 0:
-            extra = self.image_branch(attn, query, image)
-            if extra is None:
-                raise ValueError("encoder_hidden_states: image tokens given but the content encoder is off")
-            out = out + extra
-        out = attn.to_out[1](attn.to_out[0](out))
-        return out / attn.rescale_output_factor
-
-
-class ContentAttnProcessor(TextAttnProcessor):
-    """:class:`TextAttnProcessor` plus a second, gated cross-attention over image tokens.
-
-    Installed as the processor of every spatial ``attn2`` of the UNet (IP-Adapter style
-    decoupled cross-attention). ``encoder_hidden_states`` arrives as
-    (batch*frames, text_tokens + image_tokens, dim): the first ``text_tokens`` rows are the
-    (re-weighted) text tokens, the rest the projected DINOv2 tokens. Output::
-
-        to_out(attn(q, k(text), v(text), text_mask) + out_ip(attn(q, k_ip(image), v_ip(image))))
-
-    The projections belong to the :class:`~model.adapter.LivePhotoAdapter` (``content_attn``):
-    ``to_k_ip`` / ``to_v_ip`` start as copies of the frozen ``to_k`` / ``to_v``, ``out_ip`` at
-    zero, so the processor equals :class:`TextAttnProcessor` at initialisation.
-    """
-
-    def __init__(self, branch: ImageCrossAttention, text_tokens: int = TOKENIZER_MAX_LENGTH):
-        super().__init__(text_tokens)
-        # the adapter's modules themselves (shared, not copied): training the network trains the adapter
-        self.to_k_ip, self.to_v_ip, self.out_ip = branch.to_k_ip, branch.to_v_ip, branch.out_ip
-
-    def image_branch(self, attn: Attention, query: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return self.out_ip(self._attend(attn, query, self.to_k_ip(image), self.to_v_ip(image)))
 
 
 # --------------------------------------------------------------------------- the network

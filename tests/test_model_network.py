@@ -11,7 +11,8 @@ from common.config import ConfigError, to_dict
 from model import build
 from model.config import ModelConfig, model_preset
 from model.encoders import WeightsNotFoundError, encoder_dims
-from model.network import TRAINABLE_GROUPS, ContentAttnProcessor, LivePhotoModel, input_channels
+from model.adapter import ContentAttnProcessor
+from model.network import TRAINABLE_GROUPS, LivePhotoModel, input_channels
 
 BATCH, FRAMES, LATENT = 2, 4, 16
 
