@@ -17,6 +17,7 @@ clip, score 0, is level 1) and ``levels`` above the highest.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -200,3 +201,24 @@ def score_clips_raft(model: torch.nn.Module, clips: list[np.ndarray], cfg: FlowC
     flows = raft_flow(model, batch, cfg.raft_iters)
     return [(flow_score(flow), ssim_score(clip)) for flow, clip in zip(flows, clips)]
 
+
+def histogram_png(flow: list[float], ssim: list[float], edges: list[float], source: str) -> bytes:
+    """The dataset's ``intensity_hist.png``: both scores' histograms, the bin edges on the one that sets the levels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].hist(flow, bins=30, color="tab:blue")
+    axes[0].set(title="flow_score (% of diagonal / frame)", xlabel="score", ylabel="clips")
+    axes[1].hist(ssim, bins=30, color="tab:orange")
+    axes[1].set(title="ssim_score (adjacent frames)", xlabel="SSIM")
+    edge_axis = axes[0] if source == "flow" else None
+    for edge in edges if edge_axis is not None else []:
+        edge_axis.axvline(edge, color="k", lw=0.6, ls="--")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()

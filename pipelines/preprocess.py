@@ -36,7 +36,7 @@ from common.resources import Demand, check_fits, cluster_nodes
 from pipelines import shards, storage
 from pipelines.config import WEBVID_COLUMNS, InputConfig, PreprocessConfig
 from pipelines.fetch import fetch_http
-from pipelines.motion import bins_info, compute_bin_edges, edges_from_info, intensity_value
+from pipelines.motion import bins_info, compute_bin_edges, edges_from_info, histogram_png, intensity_value
 from pipelines.schema import ARRAY_COLUMNS, CLIP_COLUMNS, ERROR_COLUMNS, array_specs, dataset_info, tensor_columns
 from pipelines.stages import (
     FrozenEncoders,
@@ -241,27 +241,6 @@ def _write_errors(staging: str | None, out: str, extra: list[dict[str, Any]]) ->
     return {str(c["values"]): int(c["counts"]) for c in counts}, first
 
 
-def _histogram_png(flow: list[float], ssim: list[float], edges: list[float], source: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    axes[0].hist(flow, bins=30, color="tab:blue")
-    axes[0].set(title="flow_score (% of diagonal / frame)", xlabel="score", ylabel="clips")
-    axes[1].hist(ssim, bins=30, color="tab:orange")
-    axes[1].set(title="ssim_score (adjacent frames)", xlabel="SSIM")
-    edge_axis = axes[0] if source == "flow" else None
-    for edge in edges if edge_axis is not None else []:
-        edge_axis.axvline(edge, color="k", lw=0.6, ls="--")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 class NoClipsError(JobFailed):
     """The run ended with no clip at all (every row an error, or no rows); its error table and
     summary are written before this is raised."""
@@ -368,7 +347,7 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
         raise NoClipsError(_no_clips_message(cfg, summary, first_error))
     storage.write_text(storage.join(out, "intensity_bins.json"), json.dumps(bins, indent=2))
     storage.write_text(storage.join(out, "dataset.json"), json.dumps(dataset_info(cfg, specs, bins), indent=2))
-    storage.write_bytes(storage.join(out, "intensity_hist.png"), _histogram_png(flow, ssim, edges, cfg.intensity.source))
+    storage.write_bytes(storage.join(out, "intensity_hist.png"), histogram_png(flow, ssim, edges, cfg.intensity.source))
     return summary
 
 
