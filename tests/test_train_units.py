@@ -146,3 +146,21 @@ def test_sample_references_come_from_latents_when_no_frames_are_stored(tmp_path)
     assert [r.shape for r in tracker.refs] == [(32, 32, 3)] * 2
     for ref, clip in zip(tracker.refs, [clips[2], clips[0]]):  # first frames, through fp16 latents
         assert np.abs(ref.astype(int) - clip[0].astype(int)).max() <= 1
+
+
+def test_a_checkpoint_from_another_tracking_store_starts_a_new_run_that_names_it(setup, tmp_path):
+    """``resume`` pointing at another output folder's checkpoint: its MLflow run is not in this
+    folder's store, so a new run starts, tagged with the run the checkpoint came from; a run the
+    store holds is continued."""
+    from mlflow.tracking import MlflowClient
+
+    from training.tracking import start_run
+
+    cfg, _ = setup
+    uri, first = start_run(cfg, str(tmp_path))
+    assert uri == f"sqlite:///{tmp_path}/mlflow.db"
+    _, fresh = start_run(cfg, str(tmp_path), run_id="0123456789abcdef0123456789abcdef")
+    client = MlflowClient(tracking_uri=uri)
+    assert fresh != first and client.get_run(fresh).data.tags["resumed_from_run"] == "0123456789abcdef0123456789abcdef"
+    assert start_run(cfg, str(tmp_path), run_id=first) == (uri, first)
+    assert client.get_run(first).data.tags["resumed"] == "true"

@@ -24,22 +24,35 @@ def tracking_uri(cfg: TrainConfig, out_dir: str) -> str:
 
 
 def start_run(cfg: TrainConfig, out_dir: str, run_id: str | None = None) -> tuple[str, str]:
-    """Create the MLflow run (params = the flattened config), or mark a resumed one running again."""
+    """Create the MLflow run (params = the flattened config), or mark a resumed one running again.
+
+    ``run_id`` is the run of the checkpoint resumed from. When this tracking store does not hold
+    it (a checkpoint of another output folder or another tracking server), a new run starts,
+    tagged ``resumed_from_run`` with that id."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(cfg, out_dir)
     client = MlflowClient(tracking_uri=uri)
     if run_id is not None:
-        client.update_run(run_id, status="RUNNING")
-        client.set_tag(run_id, "resumed", "true")
-        return uri, run_id
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            earlier, run_id = run_id, None
+        else:
+            client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, "resumed", "true")
+            return uri, run_id
+    else:
+        earlier = None
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
     if experiment is None:
         artifacts = None if cfg.mlflow.tracking_uri else Path(out_dir, "mlartifacts").resolve().as_uri()
         experiment_id = client.create_experiment(cfg.mlflow.experiment, artifact_location=artifacts)
     else:
         experiment_id = experiment.experiment_id
-    run = client.create_run(experiment_id, run_name=cfg.mlflow.run_name or Path(out_dir).name)
+    run = client.create_run(experiment_id, run_name=cfg.mlflow.run_name or Path(out_dir).name,
+                            tags={"resumed_from_run": earlier} if earlier else None)
     from mlflow.entities import Param
 
     params = [Param(k, str(v)[:500]) for k, v in flatten(cfg).items()]
