@@ -17,6 +17,16 @@ def logged_step(out: Path) -> int:
     return int(row[0] or 0) if row else 0
 
 
+def restarted_step(out: Path, restarts: int) -> int:
+    """Highest step logged with ``restarts`` >= the given count (0 if none yet)."""
+    try:
+        with sqlite3.connect(f"file:{out}/mlflow.db?mode=ro", uri=True, timeout=1) as db:
+            row = db.execute("select max(step) from metrics where key = 'restarts' and value >= ?", (restarts,)).fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0] or 0) if row else 0
+
+
 def registered_steps(out: Path) -> list[int]:
     """Steps of the checkpoints Ray Train has registered (its checkpoint_manager_snapshot.json).
 
