@@ -24,7 +24,7 @@ from ray import serve
 
 from serve.config import ServeConfig
 from serve.page import PAGE_HTML
-from serve.schema import AnimateRequest, AnimateResult
+from serve.model import AnimateRequest, AnimateResult
 
 logger = logging.getLogger("ray.serve")
 

@@ -1,6 +1,7 @@
 """The model side of the Serve app: the ``LivePhotoModel`` deployment that holds a pipeline
 (loaded by ``LivePhotoPipeline.from_pretrained`` from any model source, model/load.py) and
-batches requests.
+batches requests, and what travels between it and the HTTP ingress (serve/api.py):
+:class:`AnimateRequest` in, :class:`AnimateResult` out (plain dataclasses).
 
 :func:`animate_batch` is a plain function (no Ray): tests and the benchmark call it directly;
 the deployment only adds ``@serve.batch`` around it.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,7 +21,37 @@ from ray import serve
 from common.config import ConfigError
 from common.resources import torch_device
 from serve.config import ServeConfig
-from serve.schema import AnimateRequest, AnimateResult
+
+
+@dataclass
+class AnimateRequest:
+    """One checked request. ``image``: uint8 (height, width, 3) RGB, already centre-cropped and
+    resized to the model's resolution (the same ``model.image`` functions the pipeline uses)."""
+
+    image: np.ndarray
+    prompt: str
+    intensity: int
+    negative_prompt: str
+    num_frames: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can share one forward (prompts, images, intensities and seeds may differ)."""
+        height, width = self.image.shape[:2]
+        return (self.num_frames, self.num_inference_steps, float(self.guidance_scale), tuple(self.guidance_interval), height, width)
+
+
+@dataclass
+class AnimateResult:
+    """``frames``: uint8 (frames, height, width, 3); ``inference_s``: seconds of the forward that
+    made it; ``batch_size``: how many requests shared that forward."""
+
+    frames: np.ndarray
+    inference_s: float
+    batch_size: int
 
 
 def animate_batch(pipe, requests: Sequence[AnimateRequest]) -> list[AnimateResult | Exception]:

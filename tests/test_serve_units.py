@@ -20,7 +20,7 @@ from serve.app import build_app, model_deployment_options
 from serve.config import ServeConfig, serve_config
 from model.pipeline import LivePhotoPipeline
 from serve.model import animate_batch
-from serve.schema import AnimateRequest, AnimateResult
+from serve.model import AnimateRequest, AnimateResult
 
 INFO = {"model": "tiny", "source": "preset", "resolution": 64, "num_frames": 4, "max_frames": 32, "intensity_levels": 10}
 
