@@ -34,17 +34,16 @@ def start_run(cfg: TrainConfig, out_dir: str, run_id: str | None = None) -> tupl
 
     uri = tracking_uri(cfg, out_dir)
     client = MlflowClient(tracking_uri=uri)
+    earlier = None
     if run_id is not None:
         try:
             client.get_run(run_id)
         except MlflowException:
-            earlier, run_id = run_id, None
+            earlier = run_id
         else:
             client.update_run(run_id, status="RUNNING")
             client.set_tag(run_id, "resumed", "true")
             return uri, run_id
-    else:
-        earlier = None
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
     if experiment is None:
         artifacts = None if cfg.mlflow.tracking_uri else Path(out_dir, "mlartifacts").resolve().as_uri()
