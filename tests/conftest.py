@@ -61,6 +61,8 @@ HEAVY_FIRST = ("test_control_chain.py", "test_train_faults.py", "test_train_job.
 
 def pytest_collection_modifyitems(config, items):
     """The heavy files run first: ``make test`` hands whole files to 2 pytest-xdist workers in
-    collection order (``--dist loadfile``), so a long file collected last would run alone at the end."""
+    collection order (``--dist loadfile --no-loadscope-reorder``; without that flag xdist sorts the
+    files by test count, and these few-test files ran last, side by side), so a long file collected
+    last would run alone at the end."""
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order

@@ -9,19 +9,19 @@ from pathlib import Path
 
 def logged_step(out: Path) -> int:
     """Highest step with a loss in the run's MLflow store (0 if none yet)."""
-    try:
-        with sqlite3.connect(f"file:{out}/mlflow.db?mode=ro", uri=True, timeout=1) as db:
-            row = db.execute("select max(step) from metrics where key = 'loss'").fetchone()
-    except sqlite3.Error:
-        return 0
-    return int(row[0] or 0) if row else 0
+    return _max_step(out, "key = 'loss'")
 
 
 def restarted_step(out: Path, restarts: int) -> int:
     """Highest step logged with ``restarts`` >= the given count (0 if none yet)."""
+    return _max_step(out, "key = 'restarts' and value >= ?", restarts)
+
+
+def _max_step(out: Path, where: str, *args) -> int:
+    """Highest metric step matching ``where``, read without locking the store the run writes."""
     try:
         with sqlite3.connect(f"file:{out}/mlflow.db?mode=ro", uri=True, timeout=1) as db:
-            row = db.execute("select max(step) from metrics where key = 'restarts' and value >= ?", (restarts,)).fetchone()
+            row = db.execute(f"select max(step) from metrics where {where}", args).fetchone()
     except sqlite3.Error:
         return 0
     return int(row[0] or 0) if row else 0
