@@ -28,7 +28,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from unittest import mock
 
 import psutil
 
@@ -38,18 +37,6 @@ _RAY_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDR
 
 class LocalRayHeadError(RuntimeError):
     """The head did not start; the message ends with the tail of its log."""
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports free right now."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class LocalRayHead:
@@ -86,13 +73,10 @@ class LocalRayHead:
     @property
     def pids(self) -> set[int]:
         """Every process of this cluster seen so far: the head and its descendants."""
-        if self._proc is not None:
-            try:
-                head = psutil.Process(self._proc.pid)
-                for p in [head, *head.children(recursive=True)]:
-                    self._seen.setdefault(p.pid, p)
-            except psutil.NoSuchProcess:
-                pass
+        with contextlib.suppress(psutil.NoSuchProcess):
+            head = psutil.Process(self._proc.pid) if self._proc is not None else None
+            for p in [head, *head.children(recursive=True)] if head else []:
+                self._seen.setdefault(p.pid, p)  # the first Process object: psutil then spots a reused PID
         return set(self._seen)
 
     def alive_pids(self) -> set[int]:
@@ -109,7 +93,10 @@ class LocalRayHead:
         for attempt in range(attempts):
             root = "/tmp" if os.path.isdir("/tmp") else None  # Ray's socket paths must stay short
             self.temp_dir = Path(tempfile.mkdtemp(prefix="lp-ray-", dir=root))
-            self.ports = dict(zip(("gcs", "dashboard", "client", "dashboard_agent"), free_ports(4)))
+            socks = [socket.create_server(("", 0)) for _ in range(4)]  # 4 distinct ports free right now
+            self.ports = dict(zip(("gcs", "dashboard", "client", "dashboard_agent"), (s.getsockname()[1] for s in socks)))
+            for sock in socks:
+                sock.close()
             cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={self.ports['gcs']}",
                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.ports['dashboard']}",
                    f"--ray-client-server-port={self.ports['client']}",
@@ -117,9 +104,8 @@ class LocalRayHead:
                    f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}", f"--temp-dir={self.temp_dir}",
                    "--disable-usage-stats"]
             # a throw-away head has nothing to drain on SIGTERM (Ray waits 30 s by default)
-            env = {**self.child_env(), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-            for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
-                env.pop(key)
+            env = {k: v for k, v in self.child_env().items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+            env.update(RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", RAY_USAGE_STATS_ENABLED="0")
             with open(self.log_path, "wb") as log:
                 self._proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                               start_new_session=True)  # its own group: stop() signals it alone
@@ -138,19 +124,16 @@ class LocalRayHead:
         while time.monotonic() < deadline:
             self.pids  # noqa: B018  (remember the processes as they appear)
             if self._proc.poll() is not None:
-                raise LocalRayHeadError(f"`ray start --head` exited with code {self._proc.returncode}.\n"
-                                        f"--- tail of {self.log_path} ---\n{self.log_tail()}")
+                raise self._error(f"`ray start --head` exited with code {self._proc.returncode}.")
             try:
                 request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
                 with urllib.request.urlopen(request, timeout=2):
                     if "Ray runtime started" in self.log_tail(200):
-                        self.pids  # noqa: B018
                         return
             except (urllib.error.URLError, OSError) as err:
                 last = repr(err)
             time.sleep(0.5)
-        raise LocalRayHeadError(f"Ray head did not come up within {self.startup_timeout_s:.0f} s (GET {url}: {last}).\n"
-                                f"--- tail of {self.log_path} ---\n{self.log_tail()}")
+        raise self._error(f"Ray head did not come up within {self.startup_timeout_s:.0f} s (GET {url}: {last}).")
 
     def stop(self, timeout_s: float | None = None) -> None:
         """SIGTERM to the head's process group (``ray start --block`` then stops gcs_server,
@@ -176,13 +159,8 @@ class LocalRayHead:
         psutil.wait_procs(alive, timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
-    def job_client(self):
-        """A ``JobSubmissionClient`` for this head that sends the token. (Ray lets
-        ``RAY_API_SERVER_ADDRESS``, then ``RAY_ADDRESS``, override its address: pinned while it resolves.)"""
-        from ray.job_submission import JobSubmissionClient
-
-        with mock.patch.dict(os.environ, {"RAY_API_SERVER_ADDRESS": self.dashboard_url}):
-            return JobSubmissionClient(self.dashboard_url, headers={"Authorization": f"Bearer {self.token}"})
+    def _error(self, what: str) -> LocalRayHeadError:
+        return LocalRayHeadError(f"{what}\n--- tail of {self.log_path} ---\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         try:

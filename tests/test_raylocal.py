@@ -99,8 +99,12 @@ def test_job_submit_cli_and_sdk_then_clean_stop(
         assert f"{MARKER} 1" in out, out
         assert "succeeded" in out, out
 
-        # 2. the Python SDK (JobSubmissionClient with the token in its headers)
-        client = head.job_client()
+        # 2. the Python SDK (JobSubmissionClient with the token in its headers; Ray lets
+        # RAY_API_SERVER_ADDRESS, then RAY_ADDRESS, override the address it is given)
+        from ray.job_submission import JobSubmissionClient
+
+        monkeypatch.setenv("RAY_API_SERVER_ADDRESS", head.dashboard_url)
+        client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {head.token}"})
         job_id = client.submit_job(
             entrypoint="python hello.py", runtime_env={"working_dir": str(job_dir)}
         )
