@@ -52,7 +52,7 @@ def direct_call(args, photo: bytes):
     from PIL import Image
 
     from model.pipeline import LivePhotoPipeline
-    from model.video_io import export_video
+    from model.media import export_video
 
     torch.set_num_threads(args.cpus)
     pipe = LivePhotoPipeline.from_pretrained("tiny")

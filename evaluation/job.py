@@ -82,7 +82,7 @@ def parse_request(row: dict[str, Any], levels: int) -> dict[str, Any]:
     """Check one manifest row; returns typed fields or raises ValueError naming the field."""
     from PIL import Image, UnidentifiedImageError
 
-    from model.image import to_rgb
+    from model.media import to_rgb
     from sample_data import caption_direction
 
     prompt = str(row["prompt"])
@@ -169,7 +169,7 @@ class GenerateAndScore:
 
     def _generate(self, requests: dict[int, dict[str, Any]], results: list[dict[str, Any]]) -> None:
         """1. one sampler call for the batch; 2. score and save each video."""
-        from model.image import center_crop_resize
+        from model.media import center_crop_resize
 
         g = self.cfg.generation
         order = list(requests)
@@ -220,7 +220,7 @@ class GenerateAndScore:
         return row
 
     def _save(self, video_id: str, video: np.ndarray) -> str | None:
-        from model.video_io import export_video
+        from model.media import export_video
 
         fmt = self.cfg.generation.save_videos
         if fmt == "none":

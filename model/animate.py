@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from model.encoders import WeightsNotFoundError
     from model.pipeline import LivePhotoPipeline
-    from model.video_io import export_video
+    from model.media import export_video
 
     try:
         pipe = LivePhotoPipeline.from_pretrained(args.model, **sources_of(args).overrides())

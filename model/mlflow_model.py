@@ -101,7 +101,7 @@ def encode_video(frames: np.ndarray, fps: int, fmt: str) -> str:
     """uint8 (frames, height, width, 3) -> base64 of a GIF / MP4 file."""
     import tempfile
 
-    from model.video_io import export_video
+    from model.media import export_video
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_video(frames, Path(tmp) / f"video.{fmt}", fps=fps)

@@ -27,7 +27,7 @@ from model import encoders
 from model.build import LivePhotoComponents, assemble_network, build_scheduler
 from model.config import ModelConfig, upgrade_saved_config
 from model.encoders import frozen
-from model.image import center_crop_resize, to_rgb
+from model.media import center_crop_resize, to_rgb
 from model.network import LivePhotoModel
 from model.pipeline_inputs import check_embeddings, check_inputs, gather_requests
 from model.saving import COMPONENTS, SaveLoadMixin

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from model.image import center_crop_resize
+from model.media import center_crop_resize
 from pipelines.config import ClipConfig, InputConfig
 
 REASONS = {

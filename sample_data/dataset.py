@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from model.video_io import export_video
+from model.media import export_video
 from sample_data.captions import EXTRA_CONTENT, MOTIONS, WORDINGS, make_caption
 from sample_data.photos import load_photos
 from sample_data.plan import SPEEDS_AT_128, ClipSpec, plan_clips

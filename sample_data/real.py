@@ -8,7 +8,7 @@ import sysconfig
 from fractions import Fraction
 from pathlib import Path
 
-from model.video_io import export_video
+from model.media import export_video
 
 REAL_CRF = 17  # transcoded real videos: visually lossless, small
 

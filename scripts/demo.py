@@ -122,7 +122,7 @@ def mini_photo(size: int = 32) -> tuple[bytes, str]:
 def measure(gif: Path) -> dict:
     """Direction and net speed of a generated GIF, with the evaluation's flow metric."""
     from evaluation.metrics import motion_stats
-    from model.video_io import read_video
+    from model.media import read_video
 
     return motion_stats(read_video(gif), max_side=32, min_shift=0.1)
 
@@ -132,7 +132,7 @@ def strip(gifs: list[Path], target: Path, scale: int = 4) -> Path:
     import numpy as np
     from PIL import Image
 
-    from model.video_io import read_video
+    from model.media import read_video
 
     rows = [np.concatenate(list(read_video(g)), axis=1) for g in gifs]
     grid = np.concatenate(rows, axis=0)

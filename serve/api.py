@@ -84,13 +84,13 @@ def animate_form(cfg: ServeConfig) -> type[BaseModel]:
 def decode_image(data: bytes, resolution: int, max_pixels: int) -> np.ndarray:
     """JPEG/PNG/WebP bytes -> uint8 (resolution, resolution, 3): EXIF orientation applied, RGB
     (alpha over white), centre-cropped and resized exactly like training frames
-    (:func:`model.image.to_rgb` + :func:`model.image.center_crop_resize`, as the pipeline does).
+    (:func:`model.media.to_rgb` + :func:`model.media.center_crop_resize`, as the pipeline does).
 
     The pixel count is read from the header and checked before any pixel is decoded.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from model.image import center_crop_resize, to_rgb
+    from model.media import center_crop_resize, to_rgb
 
     if not data:
         raise ApiError(400, "image", "is empty (0 bytes)")
@@ -325,7 +325,7 @@ def create_app(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
             message = str(cause).splitlines()[0][:300] if str(cause) else ""
             return JSONResponse({"detail": f"model: {type(cause).__name__}: {message}"}, 500)
         # 3. the video, encoded in memory
-        from model.video_io import encode_video  # torch is imported lazily in the ingress
+        from model.media import encode_video  # torch is imported lazily in the ingress
 
         video = await asyncio.to_thread(encode_video, result.frames, form.fps, form.format)
         headers = {

@@ -26,7 +26,7 @@ from serve.config import ServeConfig
 @dataclass
 class AnimateRequest:
     """One checked request. ``image``: uint8 (height, width, 3) RGB, already centre-cropped and
-    resized to the model's resolution (the same ``model.image`` functions the pipeline uses)."""
+    resized to the model's resolution (the same ``model.media`` functions the pipeline uses)."""
 
     image: np.ndarray
     prompt: str

@@ -15,7 +15,7 @@ import pytest
 from common.config import load
 from pipelines.config import PRESETS, PreprocessConfig
 from pipelines.preprocess import run
-from model.video_io import export_video
+from model.media import export_video
 from sample_data import generate
 
 # videoid -> expected error reason for the broken rows added to the sample CSV

@@ -21,7 +21,7 @@ from evaluation.report import summarize
 from model.build import build_livephoto
 from model.config import ModelConfig
 from model.pipeline import LivePhotoPipeline
-from model.video_io import read_video
+from model.media import read_video
 
 PIXEL = dict(autoencoder="pixel", pixel_patch=2, resolution=32, num_frames=4, image_encoder_size=32)
 GOOD = 4

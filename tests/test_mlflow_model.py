@@ -23,7 +23,7 @@ from PIL import Image
 from model.load import pipeline_dir
 from model.mlflow_model import encode_video, save_mlflow_model
 from model.pipeline import LivePhotoPipeline
-from model.video_io import read_video
+from model.media import read_video
 
 STEPS = 2
 

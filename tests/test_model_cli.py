@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from model.pipeline import LivePhotoPipeline
-from model.video_io import read_video
+from model.media import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("ray", "torch.distributed")

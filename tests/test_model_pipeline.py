@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from model.image import center_crop_resize, to_rgb
+from model.media import center_crop_resize, to_rgb
 from model.pipeline import LivePhotoPipeline
-from model.video_io import encode_video, export_video, read_video
+from model.media import encode_video, export_video, read_video
 
 CALL = dict(num_frames=4, height=64, width=64, num_inference_steps=2)
 

@@ -19,7 +19,7 @@ import pytest
 
 import sample_data as sd
 import sample_data.dataset
-from model.video_io import export_video
+from model.media import export_video
 from sample_data.__main__ import main
 from sample_data.plan import _kind_counts
 
@@ -427,7 +427,7 @@ def test_refuses_non_empty_dir_unless_overwrite(tmp_path: Path, capsys: pytest.C
 
 
 def test_the_video_writer_keeps_exact_frames_and_fps(tmp_path: Path) -> None:
-    """model.video_io.export_video, the one writer (lossless, as the sample clips are written)."""
+    """model.media.export_video, the one writer (lossless, as the sample clips are written)."""
     frames = np.random.default_rng(0).integers(0, 255, (7, 48, 80, 3), dtype=np.uint8)
     path = tmp_path / "clip.mp4"
     export_video(frames, path, 12, crf=0)

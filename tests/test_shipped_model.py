@@ -83,7 +83,7 @@ def test_animate_cli_takes_the_shipped_name(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    from model.video_io import read_video
+    from model.media import read_video
 
     assert read_video(out).shape == (8, 32, 32, 3)
     assert "token weights:" in proc.stdout and "up=" in proc.stdout

@@ -9,7 +9,7 @@ import decord
 import numpy as np
 import pytest
 
-from model.image import center_crop_box, center_crop_resize
+from model.media import center_crop_box, center_crop_resize
 from pipelines.config import ClipConfig, InputConfig
 from pipelines.video import (
     RowError,

@@ -105,7 +105,7 @@ class WorkerTracker:
     def log_samples(self, step: int, model: Any) -> list[str]:
         """One GIF per (reference image, prompt, intensity), same seeds every time."""
         from model.pipeline import LivePhotoPipeline
-        from model.video_io import export_video
+        from model.media import export_video
 
         if not self.refs:
             return []
