@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP) browser-deps
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # Debian's chromium + chromedriver for the serving page's browser test (tests/test_serve.py);
 # installed only when missing and when we are root (CI is); otherwise the test says what to install.
