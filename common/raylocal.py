@@ -73,10 +73,11 @@ class LocalRayHead:
     @property
     def pids(self) -> set[int]:
         """Every process of this cluster seen so far: the head and its descendants."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            head = psutil.Process(self._proc.pid) if self._proc is not None else None
-            for p in [head, *head.children(recursive=True)] if head else []:
-                self._seen.setdefault(p.pid, p)  # the first Process object: psutil then spots a reused PID
+        if self._proc is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                head = psutil.Process(self._proc.pid)
+                for p in [head, *head.children(recursive=True)]:
+                    self._seen.setdefault(p.pid, p)  # the first Process object: psutil then spots a reused PID
         return set(self._seen)
 
     def alive_pids(self) -> set[int]:
