@@ -91,7 +91,7 @@ def naive_loop(cfg: PreprocessConfig) -> tuple[int, float]:
     from model.encoders import build_tokenizer, load_image_encoder, load_text_encoder, load_vae
     from pipelines.motion import score_clip_farneback
     from pipelines.preprocess import csv_folder
-    from pipelines.stages import embed_captions, encode_clip_arrays
+    from pipelines.dataset import embed_captions, encode_clip_arrays
     from pipelines.video import RowError, decode_row
 
     start, clips = time.perf_counter(), 0  # model loading counts, as it does in the pipeline

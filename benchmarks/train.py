@@ -37,8 +37,8 @@ def bare_loop(cfg: TrainConfig, steps: int, warmup: int) -> float:
 
     from model.build import build_livephoto
     from model.encoders import encode_prompts
-    from pipelines.schema import read_dataset_info, tensor_values
-    from training.data import collate
+    from pipelines.dataset import read_dataset_info, tensor_values
+    from pipelines.dataset import collate
     from training.objective import diffusion_loss, step_generator
 
     info = read_dataset_info(cfg.data.dir)

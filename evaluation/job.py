@@ -248,7 +248,7 @@ def real_features(cfg: EvalConfig) -> np.ndarray:
     import pyarrow.dataset as pads
 
     from evaluation.metrics import I3DFeatures
-    from pipelines.schema import read_dataset_info, tensor_values
+    from pipelines.dataset import read_dataset_info, tensor_values
 
     m = cfg.metrics
     root = Path(m.fvd_real)

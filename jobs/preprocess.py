@@ -4,7 +4,7 @@
     python jobs/preprocess.py --preset tiny --input.csv data/videos.csv --input.video_root data \\
         --output.dir out/dataset
 
-``--help`` lists every setting. See pipelines/schema.py for the output layout.
+``--help`` lists every setting. See pipelines/dataset.py for the output layout.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Scores (both stored per clip):
 Levels: the chosen score (flow, or 1 - SSIM) is cut into ``levels`` bins at the dataset's
 quantiles; :func:`assign_levels` gives 1 to a score at or below the lowest edge (so a static
 clip, score 0, is level 1) and ``levels`` above the highest.
+
+The Ray Data scoring stage: :func:`score_batch_farneback` (CPU tasks) or :class:`RaftScorer` (an
+actor that loads RAFT once); :func:`add_levels` once the dataset's bin edges are known.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import torch
 
+from common.resources import torch_device
 from pipelines.config import FlowConfig
+from pipelines.video import Batch, frames_of, ok_mask, to_arrow
 
 
 # --------------------------------------------------------------------------- flow
@@ -200,6 +206,53 @@ def score_clips_raft(model: torch.nn.Module, clips: list[np.ndarray], cfg: FlowC
     batch = torch.from_numpy(np.stack([_resize_frames(c, size) for c in clips]))
     flows = raft_flow(model, batch, cfg.raft_iters)
     return [(flow_score(flow), ssim_score(clip)) for flow, clip in zip(flows, clips)]
+
+
+# --------------------------------------------------------------------------- the scoring stage (Ray Data)
+
+
+def _with_scores(batch: Batch, scores: dict[int, tuple[float, float]]) -> pa.Table:
+    n = len(batch["error"])
+    flow = np.full(n, np.nan)
+    ssim = np.full(n, np.nan)
+    for i, (f, s) in scores.items():
+        flow[i], ssim[i] = f, s
+    return to_arrow({**batch, "flow_score": flow, "ssim_score": ssim})
+
+
+def score_batch_farneback(batch: Batch, flow_cfg: FlowConfig) -> pa.Table:
+    """Adds ``flow_score`` and ``ssim_score`` (NaN on error rows) with OpenCV Farneback."""
+    ok = ok_mask(batch)
+    return _with_scores(batch, {i: score_clip_farneback(frames_of(batch, i), flow_cfg.max_side) for i in np.flatnonzero(ok)})
+
+
+class RaftScorer:
+    """Actor: RAFT loaded once; each batch gets ``flow_score`` / ``ssim_score``."""
+
+    def __init__(self, flow_cfg: FlowConfig):
+        self.cfg = flow_cfg
+        self.model = load_raft(flow_cfg, torch_device(flow_cfg.num_gpus))
+
+    def __call__(self, batch: Batch) -> pa.Table:
+        idx = list(np.flatnonzero(ok_mask(batch)))
+        scores: dict[int, tuple[float, float]] = {}
+        # RAFT runs on equal-shaped clips; group rows by frame shape.
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in idx:
+            by_shape.setdefault(frames_of(batch, i).shape, []).append(i)
+        for rows in by_shape.values():
+            results = score_clips_raft(self.model, [frames_of(batch, i) for i in rows], self.cfg)
+            scores.update(zip(rows, results))
+        return _with_scores(batch, scores)
+
+
+def add_levels(batch: Batch, edges: list[float], source: str) -> Batch:
+    """Adds ``intensity_level`` (1..levels) from the scores and the dataset's bin edges."""
+    values = intensity_value(batch["flow_score"], batch["ssim_score"], source)
+    return {**batch, "intensity_level": assign_levels(values, edges)}
+
+
+# --------------------------------------------------------------------------- the dataset's histogram
 
 
 def histogram_png(flow: list[float], ssim: list[float], edges: list[float], source: str) -> bytes:

@@ -36,16 +36,11 @@ from common.resources import Demand, check_fits, cluster_nodes
 from pipelines import shards, storage
 from pipelines.config import WEBVID_COLUMNS, InputConfig, PreprocessConfig
 from pipelines.fetch import fetch_http
-from pipelines.motion import bins_info, compute_bin_edges, edges_from_info, histogram_png, intensity_value
-from pipelines.schema import ARRAY_COLUMNS, CLIP_COLUMNS, ERROR_COLUMNS, array_specs, dataset_info, tensor_columns
-from pipelines.stages import (
-    FrozenEncoders,
-    RaftScorer,
-    add_levels,
-    decode_batch,
-    score_batch_farneback,
+from pipelines.dataset import ARRAY_COLUMNS, CLIP_COLUMNS, ERROR_COLUMNS, FrozenEncoders, array_specs, dataset_info, tensor_columns
+from pipelines.motion import (
+    RaftScorer, add_levels, bins_info, compute_bin_edges, edges_from_info, histogram_png, intensity_value, score_batch_farneback,
 )
-from pipelines.video import RowError, pick_one_per_videoid
+from pipelines.video import RowError, decode_batch, pick_one_per_videoid
 
 
 class CsvError(ConfigError):

@@ -1,11 +1,14 @@
 """CSV rows -> decoded clips: row checks, locating the video, frame sampling, decord decoding.
 
-Plain functions (no Ray): the Ray Data stage (``pipelines.stages.decode_batch``) hands each row
-to :func:`decode_row`, and tests call every function directly.
+Plain functions that tests call directly, and at the end the Ray Data decode stage
+(:func:`decode_batch`: a batch of CSV rows in, clip rows out) with the stream's row helpers that
+the later stages (pipelines/motion.py, pipelines/dataset.py) share. Every stage is a batch dict in,
+a batch out; rows share one schema (:data:`STREAM_COLUMNS`); arrays travel as raw C-order bytes
+whose dtype and shape are fixed for the dataset (``dataset.json``).
 
 A bad row or bad video never raises out of :func:`decode_row`: it becomes one *error row*
 (``error`` = a reason code from :data:`REASONS`, ``message`` = details) so that every input row
-ends up either as its clips or as exactly one error row.
+ends up either as its clips or as exactly one error row; later stages pass error rows through.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+import pyarrow as pa
 
 from model.media import center_crop_resize
 from pipelines.config import ClipConfig, InputConfig
@@ -282,3 +286,94 @@ def decode_row(row: dict[str, Any], input_cfg: InputConfig, clip_cfg: ClipConfig
             }
         )
     return clips
+
+
+# --------------------------------------------------------------------------- the decode stage (Ray Data)
+
+
+Batch = dict[str, np.ndarray]
+
+# column -> value of an error row (and dtype of the column)
+STREAM_COLUMNS: dict[str, Any] = {
+    "videoid": "", "caption": "", "page_dir": "", "video_path": "", "duration_s": np.nan, "clip_index": -1,
+    "clip_start": -1, "stride": -1, "fps": np.nan, "num_frames": -1, "height": -1, "width": -1, "frames": None,
+    "error": "", "stage": "", "message": "",
+}
+
+
+ARRAY_COLUMNS = ["frames", "text_embedding", "input_ids", "attention_mask", "latents", "image_tokens"]
+"""The array columns: raw C-order bytes in the stream (error rows: null), tensor columns once written
+(pipelines/dataset.py)."""
+
+
+def to_arrow(batch: Batch) -> pa.Table:
+    """A stage's output with explicit column types, so an all-error batch (only nulls in the
+    array columns) has the same schema as any other batch."""
+    columns = {}
+    for name, values in batch.items():
+        if name in ARRAY_COLUMNS:
+            columns[name] = pa.array(list(values), type=pa.binary())
+        elif values.dtype == object:
+            columns[name] = pa.array(list(values), type=pa.string())
+        else:
+            columns[name] = pa.array(values)
+    return pa.table(columns)
+
+
+def rows_to_batch(rows: list[dict[str, Any]], columns: dict[str, Any]) -> Batch:
+    """List of row dicts -> numpy batch with exactly ``columns`` (missing values: the defaults)."""
+    out: Batch = {}
+    for name, default in columns.items():
+        values = [row.get(name, default) for row in rows]
+        if default is None or isinstance(default, str):
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = values
+            out[name] = arr
+        else:
+            out[name] = np.asarray(values, dtype=np.float64 if isinstance(default, float) else np.int64)
+    return out
+
+
+def batch_rows(batch: Batch) -> list[dict[str, Any]]:
+    n = len(next(iter(batch.values()))) if batch else 0
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def ok_mask(batch: Batch) -> np.ndarray:
+    return np.array([e == "" or e is None for e in batch["error"]], dtype=bool)
+
+
+def decode_batch(batch: Batch, input_cfg: InputConfig, clip_cfg: ClipConfig, csv_dir: str) -> pa.Table:
+    """CSV rows -> clip rows (``clips_per_video`` per good row) or one error row per bad row."""
+    out = []
+    for row in batch_rows(batch):
+        base = {
+            "videoid": str(row.get("videoid") or ""),
+            "caption": str(row.get("name") or ""),
+            "page_dir": str(row.get("page_dir") or ""),
+        }
+        try:
+            clips = decode_row(row, input_cfg, clip_cfg, csv_dir)
+        except RowError as exc:
+            out.append({**base, "error": exc.reason, "stage": "decode", "message": str(exc)})
+            continue
+        for clip in clips:
+            frames = clip.pop("frames")
+            out.append(
+                {
+                    **base,
+                    **clip,
+                    "stride": clip_cfg.stride,
+                    "num_frames": frames.shape[0],
+                    "height": frames.shape[1],
+                    "width": frames.shape[2],
+                    "frames": frames.tobytes(),
+                }
+            )
+    return to_arrow(rows_to_batch(out, STREAM_COLUMNS))
+
+
+def frames_of(batch: Batch, i: int) -> np.ndarray:
+    """uint8 (frames, height, width, 3) of row ``i``."""
+    shape = (int(batch["num_frames"][i]), int(batch["height"][i]), int(batch["width"][i]), 3)
+    return np.frombuffer(batch["frames"][i], dtype=np.uint8).reshape(shape)

@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 
 from common.config import ConfigError
 from pipelines.preprocess import CsvError, run
-from pipelines.schema import CLIP_COLUMNS, ERROR_COLUMNS, read_dataset_info, tensor_values
+from pipelines.dataset import CLIP_COLUMNS, ERROR_COLUMNS, read_dataset_info, tensor_values
 from pipelines.video import frame_indices
 from sample_fixtures import BROKEN, preprocess_config as _config
 

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from common.config import load
 from training.config import PRESETS, TrainConfig
-from training.data import DatasetError
+from pipelines.dataset import DatasetError
 from training.checkpoint import CheckpointMismatchError
 from training.run import find_checkpoints, run
 

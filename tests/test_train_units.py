@@ -16,7 +16,7 @@ from ray.data.extensions import ArrowTensorArray
 from common.config import load
 from model.build import build_livephoto
 from training.config import PRESETS, TrainConfig
-from training.data import OpenedDataset, collate, is_val
+from pipelines.dataset import OpenedDataset, collate, is_val
 from training.checkpoint import EMA, CheckpointMismatchError, TrainState, load_checkpoint, load_weights, save_checkpoint
 from training.loop import WorkerArgs
 from training.objective import diffusion_loss, step_generator

@@ -22,7 +22,7 @@ import torch
 
 from training.checkpoint import EMA, TrainState, check_replicas, load_checkpoint, load_weights, report
 from training.config import TrainConfig
-from training.data import Encoders, collate, iterate_batches
+from pipelines.dataset import Encoders, collate, iterate_batches
 from training.objective import diffusion_loss, step_generator, text_path_stats, validation_loss
 
 
