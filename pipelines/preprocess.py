@@ -200,12 +200,20 @@ def _ok_clip_stats_empty() -> Any:
                      "clip_index": pa.array([], pa.int64())}).to_pandas()
 
 
+def _staged(staging: str, columns: list[str], errors: bool) -> pa.Table:
+    """``columns`` of the staged error rows (``errors``) or ok rows: a projected Parquet read on the
+    driver (pyarrow reads only these columns), not a Ray Data job (seconds of start-up each)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    fs, path = storage.filesystem(staging)
+    wanted = pc.field("error") != "" if errors else pc.field("error") == ""
+    return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=columns, filter=wanted)
+
+
 def _ok_clip_stats(staging: str) -> Any:
     """Scores and clip_index of the ok clips: the only per-clip data that reaches the driver (24 bytes a clip)."""
-    columns = ["flow_score", "ssim_score", "clip_index", "error"]
-    ok = ray.data.read_parquet(staging).select_columns(columns).filter(expr=col("error") == "").select_columns(columns[:3])
-    tables = [t for t in ray.get(ok.to_arrow_refs()) if t.num_rows]
-    return pa.concat_tables(tables).to_pandas() if tables else _ok_clip_stats_empty()  # every row failed
+    return _staged(staging, ["flow_score", "ssim_score", "clip_index"], errors=False).to_pandas()
 
 
 def _bin_edges(cfg: PreprocessConfig, flow: np.ndarray, ssim: np.ndarray) -> tuple[list[float], dict[str, Any]]:
@@ -223,10 +231,7 @@ def _write_errors(staging: str | None, out: str, extra: list[dict[str, Any]]) ->
     """Error rows of the stream and ``extra`` ones -> ``OUT/errors/errors.parquet`` (an empty
     table when there are none); returns counts by reason and the first error row."""
     schema = pa.schema([(c, pa.string()) for c in ERROR_COLUMNS])
-    tables = []
-    if staging is not None:
-        errors = ray.data.read_parquet(staging).select_columns(ERROR_COLUMNS).filter(expr=col("error") != "")
-        tables = [t.select(ERROR_COLUMNS).cast(schema) for t in ray.get(errors.to_arrow_refs()) if t.num_rows]
+    tables = [_staged(staging, ERROR_COLUMNS, errors=True).cast(schema)] if staging is not None else []
     merged = pa.concat_tables([*tables, pa.Table.from_pylist(extra, schema=schema)])
     buf = pa.BufferOutputStream()
     pq.write_table(merged, buf)
