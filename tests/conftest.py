@@ -55,16 +55,3 @@ def real_time_guard():
 
 
 from sample_fixtures import first_run, sample_dir  # noqa: E402,F401  (session fixtures)
-
-
-HEAVY_FIRST = ("test_control_chain.py", "test_train_faults.py", "test_train_job.py", "test_preprocess_job.py", "test_eval_job.py")
-"""Files whose tests take minutes (Ray Train runs, job chains), longest first."""
-
-
-def pytest_collection_modifyitems(config, items):
-    """Meant to run the heavy files first. It does not under ``make test``: pytest-xdist's
-    ``--dist loadfile`` sorts files by test count (``--no-loadscope-reorder`` keeps this order. Tried on
-    2026-12-07: the fault test's Cluster then ran while the other worker first called ray.init(), which
-    joined it and failed 51 tests; ``address="local"`` above fixes that, the new order is not rerun yet)."""
-    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
