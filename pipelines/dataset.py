@@ -77,7 +77,8 @@ DATASET_FORMAT = "livephoto-clips/2"  # /1 stored the arrays as raw bytes
 
 
 def embed_captions(tokenizer, text_encoder, captions: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CLIP embeddings fp16 (n, 77, dim), token ids int32 (n, 77), attention mask uint8 (n, 77)."""
+    """Text-encoder hidden states fp16 (n, tokens, dim), token ids int32 (n, tokens), attention mask
+    uint8 (n, tokens); ``tokens`` is ``model.text_max_length`` (77 for CLIP, 32 for mini)."""
     from model.encoders import encode_prompts
 
     out = encode_prompts(tokenizer, text_encoder, captions)
@@ -322,8 +323,8 @@ def collate(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """A numpy batch of clip rows -> tensors.
 
     Returns whichever the dataset holds of ``frames`` uint8 (batch, frames, height, width, 3),
-    ``latents`` float32 (batch, 4, frames, h, w), ``text_embedding`` float32 (batch, 77, dim),
-    ``attention_mask`` int64 (batch, 77), ``image_tokens`` float32 (batch, patches, dim), plus
+    ``latents`` float32 (batch, 4, frames, h, w), ``text_embedding`` float32 (batch, tokens, dim),
+    ``attention_mask`` int64 (batch, tokens), ``image_tokens`` float32 (batch, patches, dim), plus
     ``intensity`` int64 (batch,) and ``caption`` (a list of str).
     """
     out: dict[str, Any] = {

@@ -14,8 +14,8 @@ from typing import Any
 
 from common.config import ConfigError
 from common.resources import Demand, check_fits, cluster_nodes
-from training.config import TrainConfig
 from pipelines.dataset import DatasetError, check_compatible, open_dataset
+from training.config import TrainConfig
 from training.checkpoint import check_model_config, checkpoint_step
 from training.loop import WorkerArgs, train_loop_per_worker
 from training.tracking import end_run, start_run
@@ -50,8 +50,7 @@ def sample_references(data: Any, count: int) -> dict[str, Any]:
     directly (``data.files``), stopping once ``count`` validation clips are found."""
     import numpy as np
 
-    from pipelines.dataset import tensor_values
-    from pipelines.dataset import is_val
+    from pipelines.dataset import is_val, tensor_values
 
     column = "frames" if "frames" in data.info["arrays"] else "latents"
     if count == 0 or column not in data.info["arrays"]:
