@@ -96,23 +96,29 @@ def read_rows(cfg: PreprocessConfig, columns: list[str] | None = None) -> ray.da
     return ds
 
 
-def plan_dedupe(rows: ray.data.Dataset) -> tuple[list[str], dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    """For rows read with ``include_paths``: the videoids on more than one row, the row kept for
-    each (grouped by the file it came from) and the error rows of the others.
+def plan_dedupe(paths: list[str], columns: list[str]) -> tuple[list[str], dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """For the shard CSVs at ``paths``: the videoids on more than one row, the row kept for each
+    (grouped by the shard file it came from) and the error rows of the others.
 
-    The driver counts the videoid column (about 20 bytes a row: 200 MB for WebVid-10M; a Ray
-    Data groupby would start a hash-shuffle actor per partition, 200 by default, which swamps a
-    small machine); only the rows of shared videoids are then fetched, and one of each is kept
-    (:func:`pipelines.video.pick_one_per_videoid`).
+    The driver reads the videoid column with pyarrow (about 20 bytes a row: 200 MB for WebVid-10M;
+    a Ray Data groupby would start a hash-shuffle actor per partition, 200 by default, and even a
+    plain Ray Data read costs seconds of start-up); only the rows of shared videoids are then read
+    in full, and one of each is kept (:func:`pipelines.video.pick_one_per_videoid`).
     """
     import pyarrow.compute as pc
+    import pyarrow.dataset as pads
 
-    chunks = [t.column("videoid") for t in ray.get(rows.select_columns(["videoid"]).to_arrow_refs()) if t.num_rows]
-    counts = pc.value_counts(pa.chunked_array(chunks, pa.string())).to_pylist() if chunks else []
+    fs, _ = storage.filesystem(paths[0])
+    files = pads.dataset([storage.filesystem(p)[1] for p in paths], filesystem=fs,
+                         format=pads.CsvFileFormat(convert_options=_string_columns(columns)))
+    counts = pc.value_counts(files.to_table(columns=["videoid"]).column("videoid")).to_pylist()
     shared = sorted(str(c["values"]) for c in counts if c["counts"] > 1 and c["values"] not in (None, ""))
     if not shared:
         return [], {}, []
-    kept, errors = pick_one_per_videoid(rows.filter(expr=col("videoid").is_in(shared)).take_all())
+    rows = [{**row, "path": fragment.path}
+            for fragment in files.get_fragments()
+            for row in fragment.to_table(columns=columns, filter=pc.field("videoid").isin(shared)).to_pylist()]
+    kept, errors = pick_one_per_videoid(rows)
     by_file: dict[str, list[dict[str, Any]]] = {}
     for row in kept:
         by_file.setdefault(posixpath.basename(str(row["path"])), []).append(row)
@@ -283,9 +289,7 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
     kept: dict[str, list[dict[str, Any]]] = {}
     duplicates: list[dict[str, Any]] = []
     if cfg.input.dedupe and rows_in:
-        every = ray.data.read_csv([shards.shard_csv(out, s["name"]) for s in index["shards"]], include_paths=True,
-                                  convert_options=_string_columns(columns))
-        shared, kept, duplicates = plan_dedupe(every)
+        shared, kept, duplicates = plan_dedupe([shards.shard_csv(out, s["name"]) for s in index["shards"]], columns)
     todo = [s for s in index["shards"] if s["name"] not in done]
     if done:
         print(f"preprocess: resuming {out}: {len(done)} of {len(index['shards'])} shards done before, {len(todo)} to go", flush=True)
