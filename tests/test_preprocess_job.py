@@ -141,9 +141,12 @@ def test_a_run_where_no_row_decodes_writes_its_errors_and_exits_1(ray_cluster, s
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["rows_in"], summary["rows_error"], summary["clips_out"], summary["rows_accounted"]) == (3, 3, 0, True)
     assert not (tmp_path / "out" / "_staging").exists() and not (tmp_path / "out" / "dataset.json").exists()
-    # through the job's entry point: one line on stderr, exit 1, no traceback
-    assert main_with_errors(lambda argv: run(_config(sample_dir, tmp_path / "out", **{
-        "input.csv": str(tmp_path / "v.csv"), "input.video_root": None, "output.overwrite": True})), []) == 1
+    # the job's entry point turns this error into one line on stderr and exit 1, no traceback
+    # (the error itself, re-raised: a second run of the job would only repeat the one above)
+    def job(argv: list[str]) -> None:
+        raise err.value
+
+    assert main_with_errors(job, []) == 1
     stderr = capsys.readouterr().err.strip()
     assert stderr.startswith("error: no clips: none of the 3 rows") and "\n" not in stderr and "Traceback" not in stderr
 
