@@ -327,10 +327,9 @@ def encoder_dims(cfg: ModelConfig) -> dict[str, int]:
 
     ``text_dim`` (CLIP width), ``latent_channels``, ``vae_factor`` (pixels per latent),
     ``image_tokens`` (DINOv2 patches at ``image_encoder_size``), ``image_dim`` (DINOv2 width).
+    diffusers and transformers are imported only where a pretrained config is read: the tiny and
+    mini presets' drivers (training, preprocessing) then skip ~7 s of imports.
     """
-    from diffusers import AutoencoderKL
-    from transformers import AutoConfig, CLIPTextConfig, Dinov2Config
-
     from model.sources import require_sources
 
     require_sources(cfg, ("vae", "text", "image_encoder"))  # every missing one at once, before any config is read
@@ -338,20 +337,28 @@ def encoder_dims(cfg: ModelConfig) -> dict[str, int]:
     if cfg.base_model is not None:
         how, configs = _how("base_model", cfg.base_model), base_configs(cfg)
         if cfg.autoencoder == "vae":
+            from diffusers import AutoencoderKL
+
             vae = load_pretrained("VAE config", configs, how, AutoencoderKL.load_config,
                                   subfolder="vae", local_files_only=cfg.local_files_only)
             vae_levels, latent_channels = len(vae["block_out_channels"]), vae["latent_channels"]
         if cfg.text_encoder is None:
+            from transformers import CLIPTextConfig
+
             text = load_pretrained("CLIP text encoder config", configs, how, CLIPTextConfig.from_pretrained,
                                    subfolder="text_encoder", local_files_only=cfg.local_files_only)
             text_dim = text.hidden_size
     if cfg.text_encoder is not None:
+        from transformers import AutoConfig
+
         text = load_pretrained("text encoder config", cfg.text_encoder, _how("text_encoder", cfg.text_encoder),
                                AutoConfig.from_pretrained, local_files_only=cfg.local_files_only)
         text_dim = text.hidden_size
     if cfg.autoencoder == "pixel":
         vae_levels, latent_channels = int(round(np.log2(cfg.pixel_patch))) + 1, 3 * cfg.pixel_patch**2
     if cfg.image_encoder is not None and cfg.use_content_encoder:
+        from transformers import Dinov2Config
+
         image = load_pretrained("DINOv2 config", cfg.image_encoder, _how("image_encoder", cfg.image_encoder),
                                 Dinov2Config.from_pretrained, local_files_only=cfg.local_files_only)
         image_dim, patch = image.hidden_size, image.patch_size
