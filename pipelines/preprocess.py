@@ -96,9 +96,9 @@ def read_rows(cfg: PreprocessConfig, columns: list[str] | None = None) -> ray.da
     return ds
 
 
-def plan_dedupe(paths: list[str], columns: list[str]) -> tuple[list[str], dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    """For the shard CSVs at ``paths``: the videoids on more than one row, the row kept for each
-    (grouped by the shard file it came from) and the error rows of the others.
+def plan_dedupe(folder: str, names: list[str], columns: list[str]) -> tuple[list[str], dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """For the CSV files ``names`` in ``folder`` (the shards): the videoids on more than one row,
+    the row kept for each (grouped by the file it came from) and the error rows of the others.
 
     The driver reads the videoid column with pyarrow (about 20 bytes a row: 200 MB for WebVid-10M;
     a Ray Data groupby would start a hash-shuffle actor per partition, 200 by default, and even a
@@ -108,8 +108,8 @@ def plan_dedupe(paths: list[str], columns: list[str]) -> tuple[list[str], dict[s
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    fs, _ = storage.filesystem(paths[0])
-    files = pads.dataset([storage.filesystem(p)[1] for p in paths], filesystem=fs,
+    fs, base = storage.filesystem(folder)
+    files = pads.dataset([posixpath.join(base, name) for name in names], filesystem=fs,
                          format=pads.CsvFileFormat(convert_options=_string_columns(columns)))
     counts = pc.value_counts(files.to_table(columns=["videoid"]).column("videoid")).to_pylist()
     shared = sorted(str(c["values"]) for c in counts if c["counts"] > 1 and c["values"] not in (None, ""))
@@ -289,7 +289,7 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
     kept: dict[str, list[dict[str, Any]]] = {}
     duplicates: list[dict[str, Any]] = []
     if cfg.input.dedupe and rows_in:
-        shared, kept, duplicates = plan_dedupe([shards.shard_csv(out, s["name"]) for s in index["shards"]], columns)
+        shared, kept, duplicates = plan_dedupe(shards.input_dir(out), [f"{s['name']}.csv" for s in index["shards"]], columns)
     todo = [s for s in index["shards"] if s["name"] not in done]
     if done:
         print(f"preprocess: resuming {out}: {len(done)} of {len(index['shards'])} shards done before, {len(todo)} to go", flush=True)

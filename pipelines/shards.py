@@ -72,8 +72,13 @@ def read_index(out: str) -> dict[str, Any] | None:
         return None
 
 
+def input_dir(out: str) -> str:
+    """The folder of the shard CSVs."""
+    return _shards(out, "input")
+
+
 def shard_csv(out: str, name: str) -> str:
-    return _shards(out, "input", f"{name}.csv")
+    return storage.join(input_dir(out), f"{name}.csv")
 
 
 def staging_dir(out: str, name: str) -> str:
