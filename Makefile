@@ -39,7 +39,7 @@ bench-inference: $(STAMP)
 	$(BIN)/python benchmarks/inference.py
 
 bench-serve: $(STAMP)
-	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/serving.py
 
 # The controllability benchmark: sample data -> preprocess -> train (main + ablations) -> evaluate,
 # then docs/RESULTS.md, docs/results.json and the shipped models/livephoto-mini (about 100 min on a

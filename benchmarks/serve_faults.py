@@ -25,11 +25,8 @@ import socket
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # before benchmarks/serve.py shadows the serve package
 
 AUTH = {"Authorization": "Bearer bench-key-0123456789"}
 

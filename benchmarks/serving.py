@@ -1,6 +1,6 @@
 """Serving benchmark (tiny model, CPU by default): HTTP overhead and what batching buys.
 
-    python benchmarks/serve.py [--frames 8] [--steps 4] [--requests 32] [--clients 8] [--cpus 2]
+    python benchmarks/serving.py [--frames 8] [--steps 4] [--requests 32] [--clients 8] [--cpus 2]
 
 1. latency: one client, sequential requests: POST /v1/animate end to end (decode, queue,
    batch wait, forward, encode, HTTP) vs a direct ``LivePhotoPipeline`` call + ``export_video``
@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this file is serve.py: the package must come first
 
 
 def _photo() -> bytes:
