@@ -115,13 +115,13 @@ def plan_dedupe(folder: str, names: list[str], columns: list[str]) -> tuple[list
     shared = sorted(str(c["values"]) for c in counts if c["counts"] > 1 and c["values"] not in (None, ""))
     if not shared:
         return [], {}, []
-    rows = [{**row, "path": fragment.path}
+    rows = [{**row, "file": posixpath.basename(fragment.path)}
             for fragment in files.get_fragments()
             for row in fragment.to_table(columns=columns, filter=pc.field("videoid").isin(shared)).to_pylist()]
     kept, errors = pick_one_per_videoid(rows)
     by_file: dict[str, list[dict[str, Any]]] = {}
     for row in kept:
-        by_file.setdefault(posixpath.basename(str(row["path"])), []).append(row)
+        by_file.setdefault(row["file"], []).append(row)
     return shared, by_file, errors
 
 
